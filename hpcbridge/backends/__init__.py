@@ -1,0 +1,1 @@
+"""Backends translate the job model to one scheduler's commands and back."""

@@ -1,0 +1,199 @@
+"""Slurm through its command-line tools: builders from cli, parsers from parse, one transport."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from hpcbridge.backends.base import aggregate_array
+from hpcbridge.backends.slurm import cli, parse
+from hpcbridge.errors import (
+    HpcBridgeError,
+    JobNotFound,
+    SchedulerError,
+    SchedulerUnavailable,
+    SubmitError,
+)
+from hpcbridge.models import JobInfo, JobSpec
+from hpcbridge.transports.base import CommandResult, Transport
+
+log = logging.getLogger(__name__)
+
+# Messages with which Slurm's client commands say the controller is down or busy. The
+# request may or may not have reached slurmctld, so a submission is only retried after
+# checking that it did not (see SlurmBackend.submit).
+_TRANSIENT_MESSAGES = (
+    "Socket timed out",
+    "Slurm temporarily unable",
+    "Unable to contact slurm controller",
+    "Resource temporarily unavailable",
+    "Transport endpoint is not connected",
+    "Zero Bytes were transmitted or received",
+    "Connection refused",
+)
+_NOT_FOUND_MESSAGES = ("Invalid job id specified",)
+# sbatch refusals traced back to the JobSpec field responsible.
+_SUBMIT_FIELDS = {
+    "Invalid partition name": "partition",
+    "Invalid account": "account",
+    "Invalid qos": "qos",
+    "Requested time limit is invalid": "resources.walltime",
+    "Invalid generic resource": "resources.gpus",
+    "Requested node configuration is not available": "resources",
+    "More processors requested than permitted": "resources",
+    "Memory specification can not be satisfied": "resources.memory",
+    "Job dependency problem": "depends_on",
+    "Invalid job array specification": "array",
+}
+
+
+def _is_transient(error: BaseException) -> bool:
+    return isinstance(error, HpcBridgeError) and error.transient
+
+
+class SlurmBackend:
+    """Submit, watch and steer Slurm jobs with sbatch, squeue, sacct, scancel and scontrol."""
+
+    name = "slurm"
+    template = "slurm/job.sh.j2"
+
+    def __init__(self, transport: Transport, *, attempts: int = 4, backoff: float = 0.5) -> None:
+        self.transport = transport
+        self.attempts = attempts
+        self.backoff = backoff
+
+    def template_context(self, spec: JobSpec) -> dict[str, Any]:
+        """The --dependency expression."""
+        return {"dependency": cli.dependency_expression(spec.depends_on)}
+
+    def submit(self, script: str, spec: JobSpec, token: str | None = None) -> str:
+        """sbatch the script; after a transient failure, look for the job before resubmitting.
+
+        ``token`` is the job comment the script carries, which identifies this submission.
+        """
+        for attempt in self._retrying():
+            with attempt:
+                if attempt.retry_state.attempt_number > 1 and token:
+                    existing = self._find_submitted(spec.name, token)
+                    if existing:
+                        log.info("job %s was submitted before the answer was lost", existing)
+                        return existing
+                result = self.transport.run(cli.sbatch(), stdin=script)
+                if not result.ok:
+                    raise _submit_error(result)
+                return parse.parse_submit(result.stdout)
+        raise AssertionError("unreachable: tenacity reraises the last error")
+
+    def status(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
+        """One squeue call; sacct only for jobs squeue no longer lists or lacks exit codes for."""
+        if not job_ids:
+            return {}
+        found: dict[str, JobInfo] = {}
+        result = self._run(cli.squeue(job_ids), env=cli.UTC_ENV, missing_ok=True)
+        if result.ok:
+            for info in parse.parse_squeue(result.stdout):
+                found[info.job_id] = info
+        need_accounting = [
+            job_id
+            for job_id in job_ids
+            if not _covered(job_id, found) or _terminal_without_exit(job_id, found)
+        ]
+        if need_accounting:
+            result = self._run(cli.sacct(need_accounting), env=cli.UTC_ENV)
+            for info in parse.parse_sacct(result.stdout):
+                found[info.job_id] = info
+        return _with_array_totals(job_ids, found)
+
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        """scancel every job in one call."""
+        self._run(cli.scancel(job_ids))
+
+    def hold(self, job_ids: Sequence[str]) -> None:
+        """scontrol hold."""
+        self._run(cli.scontrol("hold", job_ids))
+
+    def release(self, job_ids: Sequence[str]) -> None:
+        """scontrol release."""
+        self._run(cli.scontrol("release", job_ids))
+
+    def requeue(self, job_ids: Sequence[str]) -> None:
+        """scontrol requeue; Slurm delays the restart (BeginTime) by about two minutes."""
+        self._run(cli.scontrol("requeue", job_ids))
+
+    def describe(self) -> str:
+        """What ``scontrol ping`` says about the controller."""
+        return self._run(cli.scontrol_ping()).stdout.strip()
+
+    def _find_submitted(self, name: str, token: str) -> str | None:
+        result = self._run(cli.squeue_by_name(name), missing_ok=True)
+        comments = parse.parse_comments(result.stdout) if result.ok else {}
+        return next((job_id for job_id, comment in comments.items() if comment == token), None)
+
+    def _run(
+        self, argv: list[str], *, env: dict[str, str] | None = None, missing_ok: bool = False
+    ) -> CommandResult:
+        """Run an idempotent command, retrying while the controller is unavailable."""
+        for attempt in self._retrying():
+            with attempt:
+                result = self.transport.run(argv, env=env)
+                if result.ok:
+                    return result
+                error = _command_error(result)
+                if missing_ok and isinstance(error, JobNotFound):
+                    return result
+                raise error
+        raise AssertionError("unreachable: tenacity reraises the last error")
+
+    def _retrying(self) -> Retrying:
+        return Retrying(
+            retry=retry_if_exception(_is_transient),
+            stop=stop_after_attempt(self.attempts),
+            wait=wait_exponential(multiplier=self.backoff, max=10),
+            reraise=True,
+        )
+
+
+def _command_error(result: CommandResult) -> SchedulerError:
+    message = result.stderr.strip() or result.stdout.strip()
+    command = result.argv[0]
+    kind: type[SchedulerError] = SchedulerError
+    summary = f"{command} failed with exit code {result.returncode}"
+    if any(text in message for text in _TRANSIENT_MESSAGES):
+        kind, summary = SchedulerUnavailable, f"{command}: the Slurm controller is unavailable"
+    elif any(text in message for text in _NOT_FOUND_MESSAGES):
+        kind, summary = JobNotFound, f"{command}: no such job ({' '.join(result.argv[1:])})"
+    return kind(summary, argv=result.argv, returncode=result.returncode, stderr=message)
+
+
+def _submit_error(result: CommandResult) -> SchedulerError:
+    error = _command_error(result)
+    if error.transient:
+        return error
+    field = next((f for text, f in _SUBMIT_FIELDS.items() if text in error.stderr), None)
+    what = f"sbatch refused the job ({field})" if field else "sbatch refused the job"
+    return SubmitError(what, argv=error.argv, returncode=error.returncode, stderr=error.stderr)
+
+
+def _covered(job_id: str, found: dict[str, JobInfo]) -> bool:
+    return job_id in found or any(info.array_job_id == job_id for info in found.values())
+
+
+def _terminal_without_exit(job_id: str, found: dict[str, JobInfo]) -> bool:
+    info = found.get(job_id)
+    members = [info] if info else [i for i in found.values() if i.array_job_id == job_id]
+    return any(member.state.is_terminal and member.exit_code is None for member in members)
+
+
+def _with_array_totals(job_ids: Sequence[str], found: dict[str, JobInfo]) -> dict[str, JobInfo]:
+    tasks_by_array: dict[str, list[JobInfo]] = defaultdict(list)
+    for info in found.values():
+        if info.array_job_id is not None:
+            tasks_by_array[info.array_job_id].append(info)
+    for job_id in job_ids:
+        if job_id not in found and tasks_by_array.get(job_id):
+            found[job_id] = aggregate_array(job_id, tasks_by_array[job_id])
+    return found

@@ -1,0 +1,169 @@
+"""Pure parsers of Slurm output, and the table from Slurm's state codes to JobState."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+from hpcbridge.backends.slurm.cli import FIELD_SEPARATOR, SACCT_FIELDS, SQUEUE_FIELDS
+from hpcbridge.errors import SchedulerError
+from hpcbridge.models import JobInfo, JobState
+
+log = logging.getLogger(__name__)
+
+# squeue(1) and sacct(1), section "JOB STATE CODES" (Slurm 22.05). Both long and compact
+# forms are listed so either output style parses. Held requeues and reservation holds are
+# pending in all but name; a federation requeue is a requeue.
+SLURM_STATES: dict[str, JobState] = {
+    "BOOT_FAIL": JobState.BOOT_FAIL,
+    "BF": JobState.BOOT_FAIL,
+    "CANCELLED": JobState.CANCELLED,
+    "CA": JobState.CANCELLED,
+    "COMPLETED": JobState.COMPLETED,
+    "CD": JobState.COMPLETED,
+    "CONFIGURING": JobState.CONFIGURING,
+    "CF": JobState.CONFIGURING,
+    "COMPLETING": JobState.COMPLETING,
+    "CG": JobState.COMPLETING,
+    "DEADLINE": JobState.DEADLINE,
+    "DL": JobState.DEADLINE,
+    "FAILED": JobState.FAILED,
+    "F": JobState.FAILED,
+    "NODE_FAIL": JobState.NODE_FAIL,
+    "NF": JobState.NODE_FAIL,
+    "OUT_OF_MEMORY": JobState.OUT_OF_MEMORY,
+    "OOM": JobState.OUT_OF_MEMORY,
+    "PENDING": JobState.PENDING,
+    "PD": JobState.PENDING,
+    "PREEMPTED": JobState.PREEMPTED,
+    "PR": JobState.PREEMPTED,
+    "RUNNING": JobState.RUNNING,
+    "R": JobState.RUNNING,
+    "RESV_DEL_HOLD": JobState.PENDING,
+    "RD": JobState.PENDING,
+    "REQUEUE_FED": JobState.REQUEUED,
+    "RF": JobState.REQUEUED,
+    "REQUEUE_HOLD": JobState.REQUEUED,
+    "RH": JobState.REQUEUED,
+    "REQUEUED": JobState.REQUEUED,
+    "RQ": JobState.REQUEUED,
+    "RESIZING": JobState.RESIZING,
+    "RS": JobState.RESIZING,
+    "REVOKED": JobState.REVOKED,
+    "RV": JobState.REVOKED,
+    "SIGNALING": JobState.SIGNALING,
+    "SI": JobState.SIGNALING,
+    "SPECIAL_EXIT": JobState.SPECIAL_EXIT,
+    "SE": JobState.SPECIAL_EXIT,
+    "STAGE_OUT": JobState.STAGE_OUT,
+    "SO": JobState.STAGE_OUT,
+    "STOPPED": JobState.STOPPED,
+    "ST": JobState.STOPPED,
+    "SUSPENDED": JobState.SUSPENDED,
+    "S": JobState.SUSPENDED,
+    "TIMEOUT": JobState.TIMEOUT,
+    "TO": JobState.TIMEOUT,
+}
+
+_EMPTY = {"", "N/A", "None", "Unknown", "(null)", "NONE"}
+
+
+def slurm_state(code: str) -> JobState:
+    """Map a state code; sacct writes "CANCELLED by 0", so only the first word counts."""
+    word = code.split(" ", 1)[0].rstrip("+")
+    state = SLURM_STATES.get(word)
+    if state is None:
+        log.warning("unknown Slurm job state %r; reported as UNKNOWN", code)
+        return JobState.UNKNOWN
+    return state
+
+
+def parse_submit(stdout: str) -> str:
+    """``sbatch --parsable`` prints "jobid" or "jobid;cluster"."""
+    job_id = stdout.strip().split(";", 1)[0]
+    if not job_id.isdigit():
+        raise SchedulerError(f"sbatch printed {stdout.strip()!r} instead of a job id")
+    return job_id
+
+
+def parse_squeue(stdout: str) -> list[JobInfo]:
+    """Rows of ``squeue --format`` built by cli.squeue."""
+    infos = []
+    for fields in _rows(stdout, len(SQUEUE_FIELDS)):
+        job_id, array_id, task, name, state, reason, nodes, partition, account = fields[:9]
+        submit, start, end, _comment = fields[9:]
+        parsed_state = slurm_state(state)
+        infos.append(
+            JobInfo(
+                job_id=job_id,
+                state=parsed_state,
+                raw_state=state,
+                name=name or None,
+                reason=_optional(reason),
+                nodes=_optional(nodes),
+                partition=_optional(partition),
+                account=_optional(account),
+                submit_time=_time(submit),
+                start_time=_time(start) if parsed_state is not JobState.PENDING else None,
+                end_time=_time(end) if parsed_state.is_terminal else None,
+                array_job_id=array_id if task.isdigit() else None,
+                array_task_id=int(task) if task.isdigit() else None,
+            )
+        )
+    return infos
+
+
+def parse_sacct(stdout: str) -> list[JobInfo]:
+    """Rows of ``sacct --parsable2`` built by cli.sacct."""
+    infos = []
+    for fields in _rows(stdout, len(SACCT_FIELDS)):
+        job_id, _raw_id, name, state, exit_code, reason, nodes, partition, account = fields[:9]
+        submit, start, end = fields[9:]
+        code, _, signal = exit_code.partition(":")
+        base, _, task = job_id.partition("_")
+        infos.append(
+            JobInfo(
+                job_id=job_id,
+                state=slurm_state(state),
+                raw_state=state,
+                name=name or None,
+                reason=_optional(reason),
+                exit_code=int(code) if code.isdigit() else None,
+                exit_signal=int(signal) if signal.isdigit() else None,
+                nodes=_optional(nodes.replace("None assigned", "")),
+                partition=_optional(partition),
+                account=_optional(account),
+                submit_time=_time(submit),
+                start_time=_time(start),
+                end_time=_time(end),
+                array_job_id=base if task.isdigit() else None,
+                array_task_id=int(task) if task.isdigit() else None,
+            )
+        )
+    return infos
+
+
+def parse_comments(stdout: str) -> dict[str, str]:
+    """``squeue --format=%i<sep>%k``: job id to comment."""
+    return {job_id: comment for job_id, comment in _rows(stdout, 2)}
+
+
+def _rows(stdout: str, width: int) -> Iterator[list[str]]:
+    for line in stdout.splitlines():
+        if not line.strip():
+            continue
+        fields = line.split(FIELD_SEPARATOR)
+        if len(fields) != width:
+            raise SchedulerError(f"expected {width} fields from Slurm, got {len(fields)}: {line!r}")
+        yield [field.strip() for field in fields]
+
+
+def _optional(value: str) -> str | None:
+    return None if value in _EMPTY else value
+
+
+def _time(value: str) -> datetime | None:
+    if value in _EMPTY:
+        return None
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)

@@ -1,0 +1,184 @@
+"""The facade users hold: one object per cluster, the same verbs on every scheduler."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from hpcbridge.backends.base import Backend
+from hpcbridge.errors import JobNotFound, SpecError, WaitTimeout
+from hpcbridge.models import Dependency, JobInfo, JobSpec
+from hpcbridge.rendering import Renderer
+from hpcbridge.site import SiteConfig
+from hpcbridge.transports.base import Transport
+from hpcbridge.transports.local import LocalTransport
+
+# wait() polls quickly at first, when short jobs finish, then backs off while nothing changes.
+_FIRST_POLL_S = 0.25
+_MAX_POLL_S = 10.0
+# A job just submitted may take a moment to show up; this many empty polls are forgiven.
+_MISSING_POLLS_FORGIVEN = 5
+
+
+def make_backend(site: SiteConfig, transport: Transport) -> Backend:
+    """The backend for the site's scheduler kind."""
+    if site.scheduler == "slurm":
+        from hpcbridge.backends.slurm import SlurmBackend
+
+        return SlurmBackend(transport, attempts=site.submit_retries)
+    from hpcbridge.backends.local import LocalBackend
+
+    return LocalBackend(transport, state_dir=site.state_dir)
+
+
+class Cluster:
+    """Submit, watch and steer jobs on one site."""
+
+    def __init__(
+        self,
+        site: SiteConfig,
+        *,
+        transport: Transport | None = None,
+        backend: Backend | None = None,
+    ) -> None:
+        self.site = site
+        self.transport = transport or LocalTransport(site.transport.command_timeout)
+        self.backend = backend or make_backend(site, self.transport)
+        self.renderer = Renderer(site.template_dir)
+        self._ids_by_name: dict[str, str] = {}
+
+    @classmethod
+    def from_site(cls, name_or_path: str | Path, *, transport: Transport | None = None) -> Cluster:
+        """A cluster described by a site config name (see ``site_configs/``) or YAML path."""
+        return cls(SiteConfig.load(name_or_path), transport=transport)
+
+    @classmethod
+    def local(cls, state_dir: str | Path | None = None) -> Cluster:
+        """The embedded default: jobs run as processes on this machine."""
+        site = SiteConfig.load("local")
+        if state_dir is not None:
+            site = site.model_copy(update={"state_dir": Path(state_dir)})
+        return cls(site)
+
+    def render(self, spec: JobSpec | Mapping[str, Any]) -> str:
+        """The job script that submit() would hand to the scheduler (without its token)."""
+        return self._render(self._prepare(spec), token=None)
+
+    def submit(self, spec: JobSpec | Mapping[str, Any]) -> str:
+        """Submit one job and return its id; dependencies may name jobs submitted earlier."""
+        prepared = self._prepare(spec)
+        token = f"hpcbridge:{uuid.uuid4().hex}"
+        script = self._render(prepared, token=token)
+        job_id = self.backend.submit(script, prepared, token)
+        self._ids_by_name[prepared.name] = job_id
+        return job_id
+
+    def status(self, job_ids: str | Iterable[str]) -> dict[str, JobInfo]:
+        """State of every job named, from one scheduler query; unknown ids raise JobNotFound."""
+        wanted = _id_list(job_ids)
+        found = self.backend.status(wanted)
+        missing = [job_id for job_id in wanted if job_id not in found]
+        if missing:
+            raise JobNotFound(f"no job with id {', '.join(missing)} on site {self.site.name}")
+        return found
+
+    def wait(
+        self,
+        job_ids: str | Iterable[str],
+        *,
+        timeout: float | None = None,
+        poll_interval: float = _FIRST_POLL_S,
+    ) -> dict[str, JobInfo]:
+        """Block until every job has ended; polls all unfinished jobs in one call each time."""
+        wanted = _id_list(job_ids)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        finished: dict[str, JobInfo] = {}
+        missing_polls = 0
+        interval = poll_interval
+        while True:
+            pending = [job_id for job_id in wanted if job_id not in finished]
+            found = self.backend.status(pending)
+            newly_done = {
+                job_id: found[job_id]
+                for job_id in pending
+                if job_id in found and found[job_id].state.is_terminal
+            }
+            finished.update(newly_done)
+            missing_polls = missing_polls + 1 if any(j not in found for j in pending) else 0
+            if missing_polls > _MISSING_POLLS_FORGIVEN:
+                lost = ", ".join(j for j in pending if j not in found)
+                raise JobNotFound(f"job {lost} vanished from site {self.site.name}")
+            if len(finished) == len(wanted):
+                return {job_id: finished[job_id] for job_id in wanted}
+            if deadline is not None and time.monotonic() >= deadline:
+                unfinished = ", ".join(j for j in wanted if j not in finished)
+                raise WaitTimeout(f"jobs {unfinished} still running after {timeout:g} s")
+            interval = poll_interval if newly_done else min(interval * 1.5, _MAX_POLL_S)
+            sleep_for = interval if deadline is None else min(interval, deadline - time.monotonic())
+            time.sleep(max(0.0, sleep_for))
+
+    def cancel(self, job_ids: str | Iterable[str]) -> None:
+        """Cancel pending or running jobs."""
+        self.backend.cancel(_id_list(job_ids))
+
+    def hold(self, job_ids: str | Iterable[str]) -> None:
+        """Keep pending jobs from starting until released."""
+        self.backend.hold(_id_list(job_ids))
+
+    def release(self, job_ids: str | Iterable[str]) -> None:
+        """Let held jobs start."""
+        self.backend.release(_id_list(job_ids))
+
+    def requeue(self, job_ids: str | Iterable[str]) -> None:
+        """Stop jobs and put them back in the queue to run again."""
+        self.backend.requeue(_id_list(job_ids))
+
+    def check(self) -> str:
+        """Reach the scheduler; returns what it said."""
+        return self.backend.describe()
+
+    def close(self) -> None:
+        """Release the transport's connections."""
+        self.transport.close()
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _render(self, spec: JobSpec, *, token: str | None) -> str:
+        context = self.backend.template_context(spec)
+        return self.renderer.render(self.backend.template, spec, token=token, **context)
+
+    def _prepare(self, spec: JobSpec | Mapping[str, Any]) -> JobSpec:
+        job = spec if isinstance(spec, JobSpec) else JobSpec.parse(spec)
+        job = self.site.prepare(job)
+        if not job.depends_on:
+            return job
+        return job.model_copy(update={"depends_on": [self._resolve(d) for d in job.depends_on]})
+
+    def _resolve(self, dependency: Dependency) -> Dependency:
+        """Job ids pass through; a name must be a job this Cluster submitted."""
+        job = dependency.job
+        if job is None or job.replace("_", "").isdigit():
+            return dependency
+        if job not in self._ids_by_name:
+            raise SpecError(
+                f"depends_on: {job!r} is neither a job id nor the name of a job submitted "
+                "through this Cluster"
+            )
+        return dependency.model_copy(update={"job": self._ids_by_name[job]})
+
+
+def _id_list(job_ids: str | Iterable[str]) -> list[str]:
+    return [job_ids] if isinstance(job_ids, str) else list(job_ids)

@@ -1,0 +1,89 @@
+"""The one exception tree of hpcbridge.
+
+Every error a user can catch comes from here; third-party errors are wrapped where they enter
+(``raise ... from exc``) so callers never need to import paramiko, SQLAlchemy or subprocess to
+handle failures. ``transient`` tells retry logic whether repeating the operation is safe and
+may succeed::
+
+    HpcBridgeError                      base; .transient is False unless stated
+    ├── ConfigError                     a site config is missing, unreadable or invalid
+    ├── SpecError                       a job spec is invalid (field and value named)
+    ├── RenderError                     a template failed to render
+    ├── TransportError                  a command could not be run at all
+    │   └── CommandTimeout              it ran past its timeout (transient)
+    ├── SchedulerError                  the scheduler answered with an error
+    │   ├── SchedulerUnavailable        controller down or busy (transient)
+    │   ├── SubmitError                 the scheduler refused a submission
+    │   └── JobNotFound                 the scheduler does not know the job id
+    └── WaitTimeout                     jobs did not finish within wait()'s timeout
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class HpcBridgeError(Exception):
+    """Base of all hpcbridge errors."""
+
+    transient: bool = False
+
+
+class ConfigError(HpcBridgeError):
+    """A site configuration is missing or invalid."""
+
+
+class SpecError(HpcBridgeError, ValueError):
+    """A job specification is invalid; the message names the field and the bad value."""
+
+
+class RenderError(HpcBridgeError):
+    """A job script template failed to render."""
+
+
+class TransportError(HpcBridgeError):
+    """A command could not be started or its output could not be read."""
+
+
+class CommandTimeout(TransportError):
+    """A command ran longer than its timeout and was killed."""
+
+    transient = True
+
+
+class SchedulerError(HpcBridgeError):
+    """A scheduler command exited non-zero; keeps the command and its own message."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        argv: Sequence[str] = (),
+        returncode: int | None = None,
+        stderr: str = "",
+    ) -> None:
+        detail = f"{message}: {stderr.strip()}" if stderr.strip() else message
+        super().__init__(detail)
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.stderr = stderr
+
+
+class SchedulerUnavailable(SchedulerError):
+    """The controller did not answer or asked us to try again later."""
+
+    transient = True
+
+
+class SubmitError(SchedulerError):
+    """The scheduler refused a job submission."""
+
+
+class JobNotFound(SchedulerError):
+    """The scheduler has no record of a job id."""
+
+
+class WaitTimeout(HpcBridgeError):
+    """Jobs were still unfinished when wait() gave up."""
+
+    transient = True

@@ -1,0 +1,154 @@
+"""Site configs: one validated YAML file per cluster, describing how to reach it and its limits.
+
+Limits are checked before submission so a user hears "walltime 3-00:00:00 exceeds partition
+debug's 1:00:00" from us at once, instead of a terse refusal from the controller later.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hpcbridge.errors import ConfigError, SpecError
+from hpcbridge.models import JobSpec, Token, Walltime, describe_validation_error
+from hpcbridge.resources import data_dir
+from hpcbridge.units import format_duration
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PartitionConfig(_Config):
+    """Limits of one partition (Slurm) or queue (PBS)."""
+
+    max_walltime: Walltime | None = None
+    default_walltime: Walltime | None = None
+    max_nodes: int | None = Field(None, ge=1)
+    max_gpus: int | None = Field(None, ge=0)
+    gpu_types: list[Token] = []
+
+
+class LocalTransportConfig(_Config):
+    """Run scheduler commands on this machine."""
+
+    kind: Literal["local"] = "local"
+    command_timeout: float = Field(120.0, gt=0)
+
+
+class SiteConfig(_Config):
+    """How to drive one cluster."""
+
+    name: str
+    scheduler: Literal["slurm", "local"]
+    transport: LocalTransportConfig = LocalTransportConfig()
+    cluster_name: str | None = None
+    default_partition: Token | None = None
+    default_account: Token | None = None
+    partitions: dict[str, PartitionConfig] = {}
+    template_dir: Path | None = None
+    state_dir: Path | None = None
+    submit_retries: int = Field(4, ge=1, le=20)
+
+    @classmethod
+    def load(cls, name_or_path: str | Path) -> SiteConfig:
+        """Read a site by file path, or by name from the user's and the packaged site folders."""
+        path = find_site_file(name_or_path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read site config {path}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"site config {path} must hold a mapping")
+        data.setdefault("name", path.stem)
+        for key in ("template_dir", "state_dir"):
+            if isinstance(data.get(key), str):
+                data[key] = str((path.parent / os.path.expanduser(data[key])).resolve())
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(describe_validation_error(exc, f"site config {path}")) from exc
+
+    def prepare(self, spec: JobSpec) -> JobSpec:
+        """The spec with this site's defaults filled in, checked against partition limits."""
+        partition_name = spec.partition or self.default_partition
+        partition = self._partition(partition_name)
+        resources = spec.resources
+        if resources.walltime is None and partition and partition.default_walltime:
+            resources = resources.model_copy(update={"walltime": partition.default_walltime})
+        prepared = spec.model_copy(
+            update={
+                "partition": partition_name,
+                "account": spec.account or self.default_account,
+                "resources": resources,
+            }
+        )
+        if partition is not None:
+            _check_limits(prepared, partition)
+        return prepared
+
+    def _partition(self, name: str | None) -> PartitionConfig | None:
+        if name is None or not self.partitions:
+            return None
+        if name not in self.partitions:
+            known = ", ".join(sorted(self.partitions))
+            raise SpecError(f"partition: {name!r} is not a partition of site {self.name} ({known})")
+        return self.partitions[name]
+
+
+def _check_limits(spec: JobSpec, partition: PartitionConfig) -> None:
+    resources = spec.resources
+    where = f"partition {spec.partition}"
+    if (
+        partition.max_walltime
+        and resources.walltime
+        and resources.walltime > partition.max_walltime
+    ):
+        raise SpecError(
+            f"resources.walltime: {format_duration(resources.walltime)} exceeds {where}'s "
+            f"limit of {format_duration(partition.max_walltime)}"
+        )
+    if partition.max_nodes and resources.nodes > partition.max_nodes:
+        raise SpecError(
+            f"resources.nodes: {resources.nodes} exceeds {where}'s limit of {partition.max_nodes}"
+        )
+    if partition.max_gpus is not None and resources.gpus > partition.max_gpus:
+        raise SpecError(
+            f"resources.gpus: {resources.gpus} exceeds {where}'s limit of {partition.max_gpus}"
+        )
+    if resources.gpu_type and partition.gpu_types and resources.gpu_type not in partition.gpu_types:
+        raise SpecError(
+            f"resources.gpu_type: {resources.gpu_type!r} is not in {where} "
+            f"(it has {', '.join(partition.gpu_types)})"
+        )
+
+
+def user_site_dir() -> Path:
+    """``$XDG_CONFIG_HOME/hpcbridge/sites``: a user's own site configs, searched first."""
+    base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return base / "hpcbridge" / "sites"
+
+
+def find_site_file(name_or_path: str | Path) -> Path:
+    """Resolve a site name or a YAML path to an existing file."""
+    given = Path(name_or_path)
+    if given.suffix in {".yaml", ".yml"} or given.parent != Path():
+        if not given.is_file():
+            raise ConfigError(f"site config file {given} does not exist")
+        return given
+    folders = [user_site_dir(), data_dir("site_configs")]
+    for folder in folders:
+        candidate = folder / f"{given}.yaml"
+        if candidate.is_file():
+            return candidate
+    available = sorted(
+        {path.stem for folder in folders if folder.is_dir() for path in folder.glob("*.yaml")}
+    )
+    raise ConfigError(
+        f"no site named {str(given)!r}; known sites: {', '.join(available)} "
+        f"(or give a path to a YAML file)"
+    )
