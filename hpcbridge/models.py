@@ -12,7 +12,7 @@ import enum
 import re
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -78,6 +78,7 @@ class Resources(_Model):
 
 
 DependencyCondition = Literal["after", "afterok", "afterany", "afternotok", "singleton"]
+_CONDITIONS = frozenset(get_args(DependencyCondition))
 
 
 class Dependency(_Model):
@@ -94,8 +95,8 @@ class Dependency(_Model):
             return {"job": str(value)}
         if not isinstance(value, str):
             return value
-        if value == "singleton":
-            return {"condition": "singleton"}
+        if value in _CONDITIONS:
+            return {"condition": value}
         condition, sep, job = value.partition(":")
         return {"condition": condition, "job": job} if sep else {"job": value}
 

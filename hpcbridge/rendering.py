@@ -46,7 +46,7 @@ def format_timestamp(moment: datetime) -> str:
 def job_body(spec: JobSpec) -> ShellCode:
     """The user's own commands: ``command`` as written, or the text of ``script``."""
     if spec.command is not None:
-        return ShellCode(spec.command)
+        return ShellCode(spec.command.rstrip("\n"))
     assert spec.script is not None  # guaranteed by JobSpec's command-xor-script validator
     try:
         text = Path(spec.script).read_text()
@@ -58,7 +58,7 @@ def job_body(spec: JobSpec) -> ShellCode:
             f"script: {str(spec.script)!r} starts with {first_line!r}; only shell scripts can be "
             f"wrapped, so run it from command instead (e.g. command: ./{Path(spec.script).name})"
         )
-    return ShellCode(text)
+    return ShellCode(text.rstrip("\n"))
 
 
 class Renderer:

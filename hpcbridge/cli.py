@@ -1,0 +1,256 @@
+"""The ``hpcbridge`` command.
+
+Only click is imported at start-up; the job model, Rich and every backend load inside the
+command that needs them, so ``hpcbridge --help`` stays fast.
+
+Exit codes (also in ``hpcbridge --help``):
+  0  success
+  1  a job ended in a state other than COMPLETED (submit --wait, wait)
+  2  bad command-line usage
+  3  invalid job file, site config or template
+  4  the scheduler refused the request or does not know the job
+  5  the scheduler or the transport could not be reached
+  6  --wait gave up before the jobs finished
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from hpcbridge.cluster import Cluster
+    from hpcbridge.models import JobInfo
+
+EXIT_JOB_FAILED = 1
+EXIT_INVALID = 3
+EXIT_SCHEDULER = 4
+EXIT_UNREACHABLE = 5
+EXIT_WAIT_TIMEOUT = 6
+
+_EPILOG = """Exit codes: 0 success; 1 a job did not complete; 2 usage error; 3 invalid job file,
+site config or template; 4 the scheduler refused or does not know the job; 5 scheduler or
+transport unreachable; 6 --wait timed out."""
+
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+def _exit_code_for(error: Exception) -> int:
+    from hpcbridge import errors
+
+    if isinstance(error, errors.ConfigError | errors.SpecError | errors.RenderError):
+        return EXIT_INVALID
+    if isinstance(error, errors.WaitTimeout):
+        return EXIT_WAIT_TIMEOUT
+    if isinstance(error, errors.TransportError | errors.SchedulerUnavailable):
+        return EXIT_UNREACHABLE
+    return EXIT_SCHEDULER
+
+
+def _site_options(command: Command) -> Command:
+    """--site and --json on every verb, turning hpcbridge errors into documented exit codes."""
+
+    @click.option(
+        "--site",
+        default=lambda: os.environ.get("HPCBRIDGE_SITE", "local"),
+        show_default="$HPCBRIDGE_SITE or local",
+        help="A site name from site_configs/ or ~/.config/hpcbridge/sites/, or a YAML path.",
+    )
+    @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from hpcbridge.errors import HpcBridgeError
+
+        try:
+            return command(*args, **kwargs)
+        except HpcBridgeError as error:
+            click.echo(f"error: {error}", err=True)
+            sys.exit(_exit_code_for(error))
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _open(site: str) -> Cluster:
+    from hpcbridge.cluster import Cluster
+
+    return Cluster.from_site(site)
+
+
+@click.group(epilog=_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="hpcbridge")
+def main() -> None:
+    """Drive Slurm (and the local backend) from one typed job model."""
+
+
+@main.command()
+@click.argument("job_file", type=click.Path(dir_okay=False))
+@_site_options
+def render(job_file: str, site: str, as_json: bool) -> None:
+    """Print the job script JOB_FILE would be submitted as."""
+    from hpcbridge.models import JobSpec
+
+    with _open(site) as cluster:
+        script = cluster.render(JobSpec.from_yaml(job_file))
+    if as_json:
+        _echo_json({"script": script})
+    else:
+        click.echo(script, nl=False)
+
+
+@main.command()
+@click.argument("job_file", type=click.Path(dir_okay=False))
+@click.option("--wait", "wait_for_end", is_flag=True, help="Wait until the job ends.")
+@click.option("--timeout", type=float, default=None, help="Seconds --wait waits at most.")
+@_site_options
+def submit(
+    job_file: str, wait_for_end: bool, timeout: float | None, site: str, as_json: bool
+) -> None:
+    """Submit JOB_FILE (YAML with JobSpec fields) and print the job id."""
+    from hpcbridge.models import JobSpec
+
+    with _open(site) as cluster:
+        job_id = cluster.submit(JobSpec.from_yaml(job_file))
+        _remember(cluster.site.name, [job_id])
+        if not wait_for_end:
+            if as_json:
+                _echo_json({"job_id": job_id})
+            else:
+                click.echo(job_id)
+            return
+        infos = cluster.wait(job_id, timeout=timeout)
+    _show(infos.values(), as_json)
+    if any(info.state.value != "COMPLETED" for info in infos.values()):
+        sys.exit(EXIT_JOB_FAILED)
+
+
+@main.command()
+@click.argument("job_ids", nargs=-1)
+@_site_options
+def status(job_ids: tuple[str, ...], site: str, as_json: bool) -> None:
+    """Show jobs JOB_IDS (default: the jobs recently submitted with this command)."""
+    with _open(site) as cluster:
+        wanted = list(job_ids) or _remembered(cluster.site.name)
+        if not wanted:
+            click.echo("no jobs submitted from here yet; give job ids", err=True)
+            return
+        infos = cluster.backend.status(wanted) if not job_ids else cluster.status(wanted)
+    _show([infos[job_id] for job_id in wanted if job_id in infos], as_json)
+
+
+@main.command()
+@click.argument("job_ids", nargs=-1, required=True)
+@click.option("--timeout", type=float, default=None, help="Seconds to wait at most.")
+@_site_options
+def wait(job_ids: tuple[str, ...], timeout: float | None, site: str, as_json: bool) -> None:
+    """Wait until JOB_IDS have ended and show how they ended."""
+    with _open(site) as cluster:
+        infos = cluster.wait(list(job_ids), timeout=timeout)
+    _show(infos.values(), as_json)
+    if any(info.state.value != "COMPLETED" for info in infos.values()):
+        sys.exit(EXIT_JOB_FAILED)
+
+
+def _job_verb(verb: str, summary: str) -> None:
+    @main.command(name=verb, help=f"{summary} JOB_IDS.")
+    @click.argument("job_ids", nargs=-1, required=True)
+    @_site_options
+    def command(job_ids: tuple[str, ...], site: str, as_json: bool) -> None:
+        with _open(site) as cluster:
+            getattr(cluster, verb)(list(job_ids))
+        if as_json:
+            _echo_json({verb: list(job_ids)})
+
+
+_job_verb("cancel", "Cancel")
+_job_verb("hold", "Hold (keep from starting)")
+_job_verb("release", "Release held")
+_job_verb("requeue", "Requeue (stop and run again)")
+
+
+@main.group()
+def site() -> None:
+    """Inspect site configurations."""
+
+
+@site.command("check")
+@_site_options
+def site_check(site: str, as_json: bool) -> None:
+    """Validate the site config and reach its scheduler."""
+    with _open(site) as cluster:
+        answer = cluster.check()
+        config = cluster.site
+    if as_json:
+        _echo_json({"site": config.name, "scheduler": config.scheduler, "answer": answer})
+    else:
+        click.echo(f"site {config.name}: config valid, {config.scheduler} answered: {answer}")
+
+
+@site.command("list")
+def site_list() -> None:
+    """List the site names that --site accepts."""
+    from hpcbridge.resources import data_dir
+    from hpcbridge.site import user_site_dir
+
+    for folder in (user_site_dir(), data_dir("site_configs")):
+        for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
+            click.echo(f"{path.stem}\t{path}")
+
+
+def _show(infos: Iterable[JobInfo], as_json: bool) -> None:
+    rows = list(infos)
+    if as_json:
+        _echo_json([info.model_dump(mode="json") for info in rows])
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for heading in ("JOBID", "NAME", "STATE", "EXIT", "ELAPSED", "NODES", "REASON"):
+        table.add_column(heading)
+    for info in rows:
+        elapsed = info.elapsed_seconds
+        table.add_row(
+            info.job_id,
+            info.name or "",
+            info.state.value,
+            "" if info.exit_code is None else str(info.exit_code),
+            "" if elapsed is None else f"{elapsed:.1f}s",
+            info.nodes or "",
+            info.reason or "",
+        )
+    Console(soft_wrap=True).print(table)
+
+
+def _echo_json(data: Any) -> None:
+    import json
+
+    click.echo(json.dumps(data, indent=2))
+
+
+def _history_file(site_name: str) -> Path:
+    from pathlib import Path
+
+    base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    return base / "hpcbridge" / f"{site_name}.jobs"
+
+
+def _remember(site_name: str, job_ids: list[str]) -> None:
+    """Keep the ids this command submitted so a bare ``status`` can show them."""
+    path = _history_file(site_name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as history:
+        history.writelines(f"{job_id}\n" for job_id in job_ids)
+
+
+def _remembered(site_name: str, limit: int = 50) -> list[str]:
+    path = _history_file(site_name)
+    if not path.is_file():
+        return []
+    return list(dict.fromkeys(path.read_text().split()))[-limit:]
