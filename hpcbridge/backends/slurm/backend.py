@@ -105,12 +105,20 @@ class SlurmBackend:
         if need_accounting:
             result = self._run(cli.sacct(need_accounting), env=cli.UTC_ENV)
             for info in parse.parse_sacct(result.stdout):
-                found[info.job_id] = info
+                found[info.job_id] = _merge(found.get(info.job_id), info)
         return _with_array_totals(job_ids, found)
 
     def cancel(self, job_ids: Sequence[str]) -> None:
-        """scancel every job in one call."""
-        self._run(cli.scancel(job_ids))
+        """scancel every job in one call; the known ones are cancelled even if some are not."""
+        result = self._run(cli.scancel(job_ids))
+        unknown = parse.unknown_cancelled_ids(result.stderr)
+        if unknown:
+            raise JobNotFound(
+                f"scancel: no such job ({' '.join(unknown)})",
+                argv=result.argv,
+                returncode=result.returncode,
+                stderr=result.stderr,
+            )
 
     def hold(self, job_ids: Sequence[str]) -> None:
         """scontrol hold."""
@@ -176,6 +184,21 @@ def _submit_error(result: CommandResult) -> SchedulerError:
     field = next((f for text, f in _SUBMIT_FIELDS.items() if text in error.stderr), None)
     what = f"sbatch refused the job ({field})" if field else "sbatch refused the job"
     return SubmitError(what, argv=error.argv, returncode=error.returncode, stderr=error.stderr)
+
+
+def _merge(live: JobInfo | None, accounted: JobInfo) -> JobInfo:
+    """squeue's view wins while it has the job; sacct adds the exit code it lacks.
+
+    Right after a job ends slurmdbd may still hold a placeholder record, so sacct's exit
+    code is taken only when its state agrees with squeue's.
+    """
+    if live is None:
+        return accounted
+    if accounted.state is not live.state:
+        return live
+    return live.model_copy(
+        update={"exit_code": accounted.exit_code, "exit_signal": accounted.exit_signal}
+    )
 
 
 def _covered(job_id: str, found: dict[str, JobInfo]) -> bool:

@@ -76,8 +76,8 @@ def sacct(job_ids: Sequence[str]) -> list[str]:
 
 
 def scancel(job_ids: Sequence[str]) -> list[str]:
-    """Cancel many jobs in one call."""
-    return ["scancel", *job_ids]
+    """Cancel many jobs in one call; only --verbose makes scancel name unknown ids."""
+    return ["scancel", "--verbose", *job_ids]
 
 
 def scontrol(verb: str, job_ids: Sequence[str]) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -121,7 +122,8 @@ def parse_sacct(stdout: str) -> list[JobInfo]:
         job_id, _raw_id, name, state, exit_code, reason, nodes, partition, account = fields[:9]
         submit, start, end = fields[9:]
         code, _, signal = exit_code.partition(":")
-        base, _, task = job_id.partition("_")
+        # Pending array tasks are one row, "1069_[2-3%1]": part of the array, no index yet.
+        base, in_array, task = job_id.partition("_")
         infos.append(
             JobInfo(
                 job_id=job_id,
@@ -137,11 +139,19 @@ def parse_sacct(stdout: str) -> list[JobInfo]:
                 submit_time=_time(submit),
                 start_time=_time(start),
                 end_time=_time(end),
-                array_job_id=base if task.isdigit() else None,
+                array_job_id=base if in_array else None,
                 array_task_id=int(task) if task.isdigit() else None,
             )
         )
     return infos
+
+
+_KILL_ERROR = re.compile(r"Kill job error on job id (\S+): Invalid job id specified")
+
+
+def unknown_cancelled_ids(stderr: str) -> list[str]:
+    """Ids ``scancel --verbose`` reports as unknown; it still exits 0 for them."""
+    return _KILL_ERROR.findall(stderr)
 
 
 def parse_comments(stdout: str) -> dict[str, str]:

@@ -1,0 +1,94 @@
+"""A small multi-stage pipeline: prepare -> an array of simulations -> a summary.
+
+Run it on the embedded local backend (no cluster needed):
+
+    python examples/pipeline.py
+
+or on any configured site, unchanged:
+
+    python examples/pipeline.py --site test-slurm
+
+Stages are chained with the scheduler's own dependencies (afterok), so once submitted the
+pipeline would finish even if this script exited; here it waits and prints what happened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from hpcbridge import Cluster, JobSpec
+
+PREPARE = "seq 1 4 > inputs.txt && echo prepared $(wc -l < inputs.txt) inputs"
+SIMULATE = """\
+n=$(sed -n "${HPCBRIDGE_ARRAY_INDEX}p" inputs.txt)
+sleep 1
+echo $(( n * n )) > "result-${HPCBRIDGE_ARRAY_INDEX}.txt"
+echo "task ${HPCBRIDGE_ARRAY_INDEX}: ${n}^2 = $(( n * n ))"
+"""
+SUMMARIZE = """\
+total=0
+for result in result-*.txt; do total=$(( total + $(cat "$result") )); done
+echo "sum of squares: $total"
+"""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--site", default="local", help="site name or YAML path")
+    parser.add_argument("--workdir", help="where jobs write (default: a new temporary folder)")
+    args = parser.parse_args()
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="hpcbridge-demo-")).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    workdir.chmod(0o777)
+
+    def stage(name: str, command: str, **fields: object) -> JobSpec:
+        return JobSpec.parse(
+            {
+                "name": name,
+                "command": command,
+                "workdir": str(workdir),
+                "stdout": f"{name}-%j.out",
+                "resources": {"walltime": "5:00"},
+                **fields,
+            }
+        )
+
+    started = time.monotonic()
+    with Cluster.from_site(args.site) as cluster:
+        prepare = cluster.submit(stage("prepare", PREPARE))
+        simulate = cluster.submit(
+            stage(
+                "simulate",
+                SIMULATE,
+                array="1-4%2",
+                stdout="simulate-%A_%a.out",
+                depends_on=["prepare"],
+            )
+        )
+        summarize = cluster.submit(stage("summarize", SUMMARIZE, depends_on=["simulate"]))
+        print(
+            f"submitted to {cluster.site.name} ({cluster.site.scheduler}): "
+            f"prepare={prepare} simulate={simulate} summarize={summarize}"
+        )
+        finished = cluster.wait([prepare, simulate, summarize], timeout=600)
+        everything = cluster.status([prepare, simulate, summarize])
+
+    print(f"\n{'job':<10} {'name':<10} {'state':<10} {'exit':>4} {'elapsed':>8}")
+    for job_id, info in sorted(everything.items(), key=lambda item: item[0]):
+        elapsed = f"{info.elapsed_seconds:.1f}s" if info.elapsed_seconds is not None else "-"
+        exit_code = "-" if info.exit_code is None else str(info.exit_code)
+        print(
+            f"{job_id:<10} {info.name or '':<10} {info.state.value:<10} {exit_code:>4} {elapsed:>8}"
+        )
+    print(f"\npipeline finished in {time.monotonic() - started:.1f}s; outputs in {workdir}")
+    summary = next(workdir.glob("summarize-*.out"), None)
+    if summary is not None:
+        print(summary.read_text().strip())
+    return 0 if all(info.state.value == "COMPLETED" for info in finished.values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

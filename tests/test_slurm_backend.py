@@ -1,0 +1,182 @@
+"""Slurm-specific behaviour, on the real test cluster."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import pytest
+
+from hpcbridge import (
+    Cluster,
+    CommandResult,
+    JobNotFound,
+    JobState,
+    LocalTransport,
+    SiteConfig,
+    SubmitError,
+)
+
+pytestmark = [pytest.mark.slurm, pytest.mark.timeout(180)]
+
+
+class Recording(LocalTransport):
+    """The real local transport, keeping every argv and optionally altering one answer."""
+
+    def __init__(self, alter: Callable[[list[str], CommandResult], CommandResult] | None = None):
+        super().__init__()
+        self.commands: list[list[str]] = []
+        self.alter = alter
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: str | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> CommandResult:
+        self.commands.append(list(argv))
+        result = super().run(argv, stdin=stdin, env=env, timeout=timeout)
+        return self.alter(list(argv), result) if self.alter else result
+
+    def count(self, program: str) -> int:
+        return sum(1 for argv in self.commands if argv[0] == program)
+
+
+def jobs_named(name: str) -> list[str]:
+    listed = subprocess.run(
+        ["squeue", "--noheader", "--states=all", f"--name={name}", "--format=%i"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return listed.stdout.split()
+
+
+def spec(name: str, workdir: Path, command: str = "true", **fields: object) -> dict[str, object]:
+    return {
+        "name": name,
+        "command": command,
+        "workdir": str(workdir),
+        "stdout": f"{name}-%j.out",
+        **fields,
+    }
+
+
+def test_lost_sbatch_answer_does_not_duplicate_the_job(workdir: Path) -> None:
+    """sbatch creates the job but its answer is lost: the retry finds it by its token."""
+    lost = {"done": False}
+
+    def lose_first_answer(argv: list[str], result: CommandResult) -> CommandResult:
+        if argv[0] == "sbatch" and not lost["done"]:
+            lost["done"] = True
+            return CommandResult(
+                result.argv, 1, "", "sbatch: error: Socket timed out on send/recv operation"
+            )
+        return result
+
+    transport = Recording(lose_first_answer)
+    name = f"lost-answer-{time.time_ns()}"
+    with Cluster(SiteConfig.load("test-slurm"), transport=transport) as cluster:
+        cluster.backend.backoff = 0.01  # type: ignore[attr-defined]
+        job_id = cluster.submit(spec(name, workdir))
+    assert transport.count("sbatch") == 1
+    assert jobs_named(name) == [job_id]
+
+
+def test_unavailable_controller_is_retried_once_it_answers(workdir: Path) -> None:
+    """The controller refuses twice (no job created), then accepts: exactly one job."""
+    refusals = {"left": 2}
+
+    class Flaky(Recording):
+        def run(self, argv: Sequence[str], **kwargs: object) -> CommandResult:  # type: ignore[override]
+            if argv[0] == "sbatch" and refusals["left"]:
+                refusals["left"] -= 1
+                self.commands.append(list(argv))
+                return CommandResult(
+                    tuple(argv),
+                    1,
+                    "",
+                    "sbatch: error: Unable to contact slurm controller (connect failure)",
+                )
+            return super().run(argv, **kwargs)  # type: ignore[arg-type]
+
+    transport = Flaky()
+    name = f"flaky-{time.time_ns()}"
+    with Cluster(SiteConfig.load("test-slurm"), transport=transport) as cluster:
+        cluster.backend.backoff = 0.01  # type: ignore[attr-defined]
+        job_id = cluster.submit(spec(name, workdir))
+    assert transport.count("sbatch") == 3
+    assert jobs_named(name) == [job_id]
+
+
+def test_status_of_many_jobs_is_one_squeue_call(workdir: Path) -> None:
+    transport = Recording()
+    with Cluster(SiteConfig.load("test-slurm"), transport=transport) as cluster:
+        ids = [cluster.submit(spec(f"many-{n}", workdir, "sleep 20")) for n in range(25)]
+        transport.commands.clear()
+        infos = cluster.status(ids)
+        assert set(infos) == set(ids)
+        assert transport.commands
+        assert all(argv[0] == "squeue" for argv in transport.commands)
+        assert len(transport.commands) == 1
+        cluster.cancel(ids)
+
+
+def test_job_that_left_squeue_is_found_in_sacct(slurm_cluster: Cluster, workdir: Path) -> None:
+    job_id = slurm_cluster.submit(spec("leaves", workdir, "exit 4"))
+    slurm_cluster.wait(job_id, timeout=60)
+    deadline = time.monotonic() + 90
+    while subprocess.run(
+        ["squeue", "--noheader", "--states=all", f"--jobs={job_id}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip():
+        assert time.monotonic() < deadline, "job never left squeue (MinJobAge)"
+        time.sleep(1)
+    info = slurm_cluster.status(job_id)[job_id]
+    assert info.state is JobState.FAILED
+    assert info.exit_code == 4
+
+
+def test_refused_submission_names_the_field() -> None:
+    bare = SiteConfig(name="bare", scheduler="slurm")  # no partition list: Slurm itself refuses
+    with Cluster(bare) as cluster, pytest.raises(SubmitError, match="partition") as caught:
+        cluster.submit({"name": "nowhere", "command": "true", "partition": "nosuchpartition"})
+    assert "Invalid partition name" in str(caught.value)
+
+
+def test_gpu_request_reaches_the_job(slurm_cluster: Cluster, workdir: Path) -> None:
+    job_id = slurm_cluster.submit(
+        spec(
+            "gpu",
+            workdir,
+            'echo "gpus=$CUDA_VISIBLE_DEVICES"',
+            resources={"gpus": 1, "gpu_type": "a100"},
+        )
+    )
+    assert slurm_cluster.wait(job_id, timeout=60)[job_id].state is JobState.COMPLETED
+    assert (workdir / f"gpu-{job_id}.out").read_text().startswith("gpus=")
+    assert (workdir / f"gpu-{job_id}.out").read_text().strip() != "gpus="
+
+
+def test_account_and_qos_are_charged(slurm_cluster: Cluster, workdir: Path) -> None:
+    job_id = slurm_cluster.submit(
+        spec("charged", workdir, account="chemistry", qos="long", partition="long")
+    )
+    info = slurm_cluster.wait(job_id, timeout=60)[job_id]
+    assert info.account == "chemistry"
+    assert info.partition == "long"
+
+
+def test_site_check_reaches_the_controller(slurm_cluster: Cluster) -> None:
+    assert "UP" in slurm_cluster.check()
+
+
+def test_cancel_of_unknown_job_is_named(slurm_cluster: Cluster) -> None:
+    with pytest.raises(JobNotFound, match="987654"):
+        slurm_cluster.cancel("987654")
