@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 
 from hpcbridge.errors import CommandTimeout, TransportError
 from hpcbridge.transports.base import CommandResult
+from hpcbridge.transports.watchdog import WATCHDOG
 
 
 class LocalTransport:
@@ -28,27 +29,27 @@ class LocalTransport:
         command = list(argv)
         limit = self.default_timeout if timeout is None else timeout
         try:
-            completed = subprocess.run(
+            process = subprocess.Popen(
                 command,
-                input=stdin,
-                capture_output=True,
+                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 text=True,
-                timeout=limit,
                 env={**os.environ, **env} if env else None,
-                check=False,
                 shell=False,
             )
         except FileNotFoundError as exc:
             raise TransportError(f"{command[0]!r} is not installed or not on PATH") from exc
-        except PermissionError as exc:
-            raise TransportError(f"{command[0]!r} is not executable: {exc.strerror}") from exc
-        except subprocess.TimeoutExpired as exc:
-            raise CommandTimeout(
-                f"{' '.join(command)} ran past {limit:g} s and was killed"
-            ) from exc
-        return CommandResult(
-            tuple(command), completed.returncode, completed.stdout, completed.stderr
-        )
+        except OSError as exc:
+            raise TransportError(f"{command[0]!r} cannot be run: {exc.strerror}") from exc
+        watch = WATCHDOG.watch(process, limit)
+        try:
+            stdout, stderr = process.communicate(stdin)
+        finally:
+            WATCHDOG.release(watch)
+        if watch.expired:
+            raise CommandTimeout(f"{' '.join(command)} ran past {limit:g} s and was killed")
+        return CommandResult(tuple(command), process.returncode, stdout, stderr)
 
     def close(self) -> None:
         """Nothing to release: every command is its own process."""
