@@ -35,6 +35,12 @@ echo "sum of squares: $total"
 """
 
 
+def job_order(job_id: str) -> tuple[int, int]:
+    """Array tasks ("12_3") sort after their array ("12"), numerically."""
+    base, _, task = job_id.partition("_")
+    return int(base), int(task or -1)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--site", default="local", help="site name or YAML path")
@@ -76,12 +82,17 @@ def main() -> int:
         finished = cluster.wait([prepare, simulate, summarize], timeout=600)
         everything = cluster.status([prepare, simulate, summarize])
 
-    print(f"\n{'job':<10} {'name':<10} {'state':<10} {'exit':>4} {'elapsed':>8}")
-    for job_id, info in sorted(everything.items(), key=lambda item: item[0]):
-        elapsed = f"{info.elapsed_seconds:.1f}s" if info.elapsed_seconds is not None else "-"
+    submitted = min(info.submit_time for info in everything.values() if info.submit_time)
+    print(f"\n{'job':<8} {'name':<10} {'state':<10} {'exit':>4} {'started':>8} {'ran':>6}")
+    for job_id, info in sorted(everything.items(), key=lambda item: job_order(item[0])):
+        started_at = (
+            f"+{(info.start_time - submitted).total_seconds():.1f}s" if info.start_time else "-"
+        )
+        ran = f"{info.elapsed_seconds:.1f}s" if info.elapsed_seconds is not None else "-"
         exit_code = "-" if info.exit_code is None else str(info.exit_code)
         print(
-            f"{job_id:<10} {info.name or '':<10} {info.state.value:<10} {exit_code:>4} {elapsed:>8}"
+            f"{job_id:<8} {info.name or '':<10} {info.state.value:<10} {exit_code:>4} "
+            f"{started_at:>8} {ran:>6}"
         )
     print(f"\npipeline finished in {time.monotonic() - started:.1f}s; outputs in {workdir}")
     summary = next(workdir.glob("summarize-*.out"), None)
