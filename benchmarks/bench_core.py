@@ -14,33 +14,14 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from hpcbridge import Cluster, CommandResult, JobSpec, LocalTransport, SiteConfig
+from hpcbridge import Cluster, JobSpec, LocalTransport, RecordingTransport, SiteConfig
 from hpcbridge.backends.slurm import cli
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-class CountingTransport(LocalTransport):
-    """The real local transport, counting the scheduler commands it runs."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.programs: list[str] = []
-
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        stdin: str | None = None,
-        env: Mapping[str, str] | None = None,
-        timeout: float | None = None,
-    ) -> CommandResult:
-        self.programs.append(argv[0])
-        return super().run(argv, stdin=stdin, env=env, timeout=timeout)
 
 
 def timed(action: Callable[[], object]) -> float:
@@ -83,7 +64,7 @@ def bench_submit(cluster: Cluster, count: int, created: list[str]) -> None:
 
 
 def bench_status(count: int, created: list[str]) -> None:
-    transport = CountingTransport()
+    transport = RecordingTransport(LocalTransport())
     with Cluster(SiteConfig.load("test-slurm"), transport=transport) as cluster:
         script = cluster.render(pending_spec("bench-status"))
         ids = created[:count]
@@ -95,10 +76,10 @@ def bench_status(count: int, created: list[str]) -> None:
             created.append(ids[-1])
         raw_argv = cli.squeue(ids)
         raw = median_of(7, lambda: subprocess.run(raw_argv, capture_output=True, check=True))
-        transport.programs.clear()
+        transport.commands.clear()
         infos = cluster.status(ids)
-        programs = ", ".join(transport.programs)
-        calls = len(transport.programs)
+        programs = ", ".join(argv[0] for argv in transport.commands)
+        calls = len(transport.commands)
         api = median_of(7, lambda: cluster.status(ids))
     print(
         f"status of {len(infos)} jobs: {calls} scheduler call(s) ({programs}); "

@@ -26,7 +26,13 @@ if TYPE_CHECKING:
     )
     from hpcbridge.models import Dependency, JobInfo, JobSpec, JobState, Resources, SignalSpec
     from hpcbridge.site import SiteConfig
-    from hpcbridge.transports import CommandResult, FakeTransport, LocalTransport, Transport
+    from hpcbridge.transports import (
+        CommandResult,
+        FakeTransport,
+        LocalTransport,
+        RecordingTransport,
+        Transport,
+    )
 
 __version__ = "0.1.0"
 
@@ -47,7 +53,13 @@ _HOMES = {
     ],
     "hpcbridge.models": ["Dependency", "JobInfo", "JobSpec", "JobState", "Resources", "SignalSpec"],
     "hpcbridge.site": ["SiteConfig"],
-    "hpcbridge.transports": ["CommandResult", "FakeTransport", "LocalTransport", "Transport"],
+    "hpcbridge.transports": [
+        "CommandResult",
+        "FakeTransport",
+        "LocalTransport",
+        "RecordingTransport",
+        "Transport",
+    ],
 }
 _MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
 
@@ -64,6 +76,7 @@ __all__ = [
     "JobSpec",
     "JobState",
     "LocalTransport",
+    "RecordingTransport",
     "RenderError",
     "Resources",
     "SchedulerError",

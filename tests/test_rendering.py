@@ -150,8 +150,9 @@ def test_hostile_env_values_arrive_intact_and_run_nothing(
     script = render_slurm(
         {"name": "h", "command": 'printf %s "$HOSTILE"', "env": {"HOSTILE": value}}
     )
-    ran = subprocess.run(["bash"], input=script, capture_output=True, text=True, check=False)
-    assert ran.stdout == value
+    # Bytes, not text: text mode would turn a "\r" the job printed into "\n".
+    ran = subprocess.run(["bash"], input=script.encode(), capture_output=True, check=False)
+    assert ran.stdout == value.encode()
     assert not canary.exists()
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,35 +16,12 @@ from hpcbridge import (
     JobNotFound,
     JobState,
     LocalTransport,
+    RecordingTransport,
     SiteConfig,
     SubmitError,
 )
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(180)]
-
-
-class Recording(LocalTransport):
-    """The real local transport, keeping every argv and optionally altering one answer."""
-
-    def __init__(self, alter: Callable[[list[str], CommandResult], CommandResult] | None = None):
-        super().__init__()
-        self.commands: list[list[str]] = []
-        self.alter = alter
-
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        stdin: str | None = None,
-        env: Mapping[str, str] | None = None,
-        timeout: float | None = None,
-    ) -> CommandResult:
-        self.commands.append(list(argv))
-        result = super().run(argv, stdin=stdin, env=env, timeout=timeout)
-        return self.alter(list(argv), result) if self.alter else result
-
-    def count(self, program: str) -> int:
-        return sum(1 for argv in self.commands if argv[0] == program)
 
 
 def jobs_named(name: str) -> list[str]:
@@ -78,7 +56,7 @@ def test_lost_sbatch_answer_does_not_duplicate_the_job(workdir: Path) -> None:
             )
         return result
 
-    transport = Recording(lose_first_answer)
+    transport = RecordingTransport(LocalTransport(), lose_first_answer)
     name = f"lost-answer-{time.time_ns()}"
     with Cluster(SiteConfig.load("test-slurm"), transport=transport) as cluster:
         cluster.backend.backoff = 0.01  # type: ignore[attr-defined]
@@ -91,20 +69,15 @@ def test_unavailable_controller_is_retried_once_it_answers(workdir: Path) -> Non
     """The controller refuses twice (no job created), then accepts: exactly one job."""
     refusals = {"left": 2}
 
-    class Flaky(Recording):
-        def run(self, argv: Sequence[str], **kwargs: object) -> CommandResult:  # type: ignore[override]
+    class RefuseTwice(LocalTransport):
+        def run(self, argv: Sequence[str], **kwargs: Any) -> CommandResult:
             if argv[0] == "sbatch" and refusals["left"]:
                 refusals["left"] -= 1
-                self.commands.append(list(argv))
-                return CommandResult(
-                    tuple(argv),
-                    1,
-                    "",
-                    "sbatch: error: Unable to contact slurm controller (connect failure)",
-                )
-            return super().run(argv, **kwargs)  # type: ignore[arg-type]
+                refusal = "sbatch: error: Unable to contact slurm controller (connect failure)"
+                return CommandResult(tuple(argv), 1, "", refusal)
+            return super().run(argv, **kwargs)
 
-    transport = Flaky()
+    transport = RecordingTransport(RefuseTwice())
     name = f"flaky-{time.time_ns()}"
     with Cluster(SiteConfig.load("test-slurm"), transport=transport) as cluster:
         cluster.backend.backoff = 0.01  # type: ignore[attr-defined]
@@ -114,7 +87,7 @@ def test_unavailable_controller_is_retried_once_it_answers(workdir: Path) -> Non
 
 
 def test_status_of_many_jobs_is_one_squeue_call(workdir: Path) -> None:
-    transport = Recording()
+    transport = RecordingTransport(LocalTransport())
     with Cluster(SiteConfig.load("test-slurm"), transport=transport) as cluster:
         ids = [cluster.submit(spec(f"many-{n}", workdir, "sleep 20")) for n in range(25)]
         transport.commands.clear()

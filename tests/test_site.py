@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hpcbridge import ConfigError, JobSpec, SiteConfig, SpecError
+
+
+def write(tmp_path: Path, text: str, name: str = "site.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_packaged_sites_load_by_name() -> None:
+    assert SiteConfig.load("local").scheduler == "local"
+    slurm = SiteConfig.load("test-slurm")
+    assert slurm.partitions["long"].max_walltime == 7 * 86400
+    assert SiteConfig.load("example-slurm").default_account == "my-grant"
+
+
+def test_user_sites_are_searched_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    folder = tmp_path / "hpcbridge" / "sites"
+    folder.mkdir(parents=True)
+    write(folder, "scheduler: slurm\ndefault_partition: mine\n", "local.yaml")
+    site = SiteConfig.load("local")
+    assert site.scheduler == "slurm"
+    assert site.name == "local"
+
+
+def test_relative_paths_are_taken_from_the_config_file(tmp_path: Path) -> None:
+    site = SiteConfig.load(write(tmp_path, "scheduler: slurm\ntemplate_dir: tpl\nstate_dir: st\n"))
+    assert site.template_dir == tmp_path / "tpl"
+    assert site.state_dir == tmp_path / "st"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("scheduler: lsf\n", "scheduler: Input should be 'slurm' or 'local'"),
+        ("scheduler: slurm\npartitions: {a: {max_walltime: soon}}\n", "partitions.a.max_walltime"),
+        ("scheduler: slurm\nsurprise: 1\n", "surprise: Extra inputs are not permitted"),
+        ("- just\n- a list\n", "must hold a mapping"),
+        ("scheduler: [unclosed\n", "cannot read site config"),
+    ],
+)
+def test_invalid_site_configs_name_the_problem(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match="site config") as caught:
+        SiteConfig.load(path)
+    assert message in str(caught.value)
+
+
+def test_missing_sites_list_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match=r"known sites: .*test-slurm"):
+        SiteConfig.load("no-such-site")
+    with pytest.raises(ConfigError, match="does not exist"):
+        SiteConfig.load("/nonexistent/site.yaml")
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (
+            {"partition": "gpu"},
+            "partition: 'gpu' is not a partition of site test-slurm (debug, long)",
+        ),
+        (
+            {"resources": {"walltime": "2:00:00"}},
+            "resources.walltime: 02:00:00 exceeds partition debug's limit of 01:00:00",
+        ),
+        ({"resources": {"gpus": 3}}, "resources.gpus: 3 exceeds partition debug's limit of 2"),
+        (
+            {"resources": {"gpus": 1, "gpu_type": "h100"}},
+            "resources.gpu_type: 'h100' is not in partition debug (it has a100)",
+        ),
+    ],
+)
+def test_partition_limits_are_checked_before_submission(
+    fields: dict[str, object], message: str
+) -> None:
+    site = SiteConfig.load("test-slurm")
+    with pytest.raises(SpecError) as caught:
+        site.prepare(JobSpec.parse({"name": "j", "command": "true", **fields}))
+    assert message in str(caught.value)
+
+
+def test_node_limits(tmp_path: Path) -> None:
+    site = SiteConfig.load(
+        write(tmp_path, "scheduler: slurm\npartitions: {small: {max_nodes: 2}}\n")
+    )
+    with pytest.raises(SpecError, match=r"resources\.nodes: 4 exceeds partition small's limit"):
+        site.prepare(
+            JobSpec.parse(
+                {"name": "j", "command": "true", "partition": "small", "resources": {"nodes": 4}}
+            )
+        )
