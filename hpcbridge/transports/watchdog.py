@@ -46,7 +46,8 @@ class Watchdog:
                     target=self._run, name="hpcbridge-watchdog", daemon=True
                 )
                 self._thread.start()
-            self._condition.notify()
+            elif self._heap[0] is entry:
+                self._condition.notify()  # it sleeps until a later deadline; wake it sooner
         return entry
 
     def release(self, entry: Watch) -> None:
