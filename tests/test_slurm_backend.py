@@ -59,7 +59,7 @@ def test_lost_sbatch_answer_does_not_duplicate_the_job(workdir: Path) -> None:
     transport = RecordingTransport(LocalTransport(), lose_first_answer)
     name = f"lost-answer-{time.time_ns()}"
     with Cluster(SiteConfig.load("test-slurm"), transport=transport) as cluster:
-        cluster.backend.backoff = 0.01  # type: ignore[attr-defined]
+        cluster.backend.commands.backoff = 0.01  # type: ignore[attr-defined]
         job_id = cluster.submit(spec(name, workdir))
     assert transport.count("sbatch") == 1
     assert jobs_named(name) == [job_id]
@@ -80,7 +80,7 @@ def test_unavailable_controller_is_retried_once_it_answers(workdir: Path) -> Non
     transport = RecordingTransport(RefuseTwice())
     name = f"flaky-{time.time_ns()}"
     with Cluster(SiteConfig.load("test-slurm"), transport=transport) as cluster:
-        cluster.backend.backoff = 0.01  # type: ignore[attr-defined]
+        cluster.backend.commands.backoff = 0.01  # type: ignore[attr-defined]
         job_id = cluster.submit(spec(name, workdir))
     assert transport.count("sbatch") == 3
     assert jobs_named(name) == [job_id]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
@@ -96,3 +97,15 @@ def aggregate_array(array_id: str, tasks: Iterable[JobInfo]) -> JobInfo:
         end_time=max(ends) if ends and not unfinished else None,
         array_job_id=array_id,
     )
+
+
+def with_array_totals(job_ids: Sequence[str], found: dict[str, JobInfo]) -> dict[str, JobInfo]:
+    """Add an aggregate entry for each requested id that names an array of found tasks."""
+    tasks_by_array: dict[str, list[JobInfo]] = defaultdict(list)
+    for info in found.values():
+        if info.array_job_id is not None:
+            tasks_by_array[info.array_job_id].append(info)
+    for job_id in job_ids:
+        if job_id not in found and tasks_by_array.get(job_id):
+            found[job_id] = aggregate_array(job_id, tasks_by_array[job_id])
+    return found

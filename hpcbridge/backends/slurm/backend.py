@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
-
-from hpcbridge.backends.base import aggregate_array
+from hpcbridge.backends.base import with_array_totals
+from hpcbridge.backends.commands import SchedulerCommands
 from hpcbridge.backends.slurm import cli, parse
 from hpcbridge.errors import (
-    HpcBridgeError,
     JobNotFound,
     SchedulerError,
     SchedulerUnavailable,
@@ -51,10 +48,6 @@ _SUBMIT_FIELDS = {
 }
 
 
-def _is_transient(error: BaseException) -> bool:
-    return isinstance(error, HpcBridgeError) and error.transient
-
-
 class SlurmBackend:
     """Submit, watch and steer Slurm jobs with sbatch, squeue, sacct, scancel and scontrol."""
 
@@ -63,8 +56,9 @@ class SlurmBackend:
 
     def __init__(self, transport: Transport, *, attempts: int = 4, backoff: float = 0.5) -> None:
         self.transport = transport
-        self.attempts = attempts
-        self.backoff = backoff
+        self.commands = SchedulerCommands(
+            transport, _command_error, attempts=attempts, backoff=backoff
+        )
 
     def template_context(self, spec: JobSpec) -> dict[str, Any]:
         """The --dependency expression."""
@@ -75,7 +69,7 @@ class SlurmBackend:
 
         ``token`` is the job comment the script carries, which identifies this submission.
         """
-        for attempt in self._retrying():
+        for attempt in self.commands.retrying():
             with attempt:
                 if attempt.retry_state.attempt_number > 1 and token:
                     existing = self._find_submitted(spec.name, token)
@@ -93,7 +87,7 @@ class SlurmBackend:
         if not job_ids:
             return {}
         found: dict[str, JobInfo] = {}
-        result = self._run(cli.squeue(job_ids), env=cli.UTC_ENV, missing_ok=True)
+        result = self.commands.run(cli.squeue(job_ids), env=cli.UTC_ENV, missing_ok=True)
         if result.ok:
             for info in parse.parse_squeue(result.stdout):
                 found[info.job_id] = info
@@ -103,14 +97,14 @@ class SlurmBackend:
             if not _covered(job_id, found) or _terminal_without_exit(job_id, found)
         ]
         if need_accounting:
-            result = self._run(cli.sacct(need_accounting), env=cli.UTC_ENV)
+            result = self.commands.run(cli.sacct(need_accounting), env=cli.UTC_ENV)
             for info in parse.parse_sacct(result.stdout):
                 found[info.job_id] = _merge(found.get(info.job_id), info)
-        return _with_array_totals(job_ids, found)
+        return with_array_totals(job_ids, found)
 
     def cancel(self, job_ids: Sequence[str]) -> None:
         """scancel every job in one call; the known ones are cancelled even if some are not."""
-        result = self._run(cli.scancel(job_ids))
+        result = self.commands.run(cli.scancel(job_ids))
         unknown = parse.unknown_cancelled_ids(result.stderr)
         if unknown:
             raise JobNotFound(
@@ -122,47 +116,24 @@ class SlurmBackend:
 
     def hold(self, job_ids: Sequence[str]) -> None:
         """scontrol hold."""
-        self._run(cli.scontrol("hold", job_ids))
+        self.commands.run(cli.scontrol("hold", job_ids))
 
     def release(self, job_ids: Sequence[str]) -> None:
         """scontrol release."""
-        self._run(cli.scontrol("release", job_ids))
+        self.commands.run(cli.scontrol("release", job_ids))
 
     def requeue(self, job_ids: Sequence[str]) -> None:
         """scontrol requeue; Slurm delays the restart (BeginTime) by about two minutes."""
-        self._run(cli.scontrol("requeue", job_ids))
+        self.commands.run(cli.scontrol("requeue", job_ids))
 
     def describe(self) -> str:
         """What ``scontrol ping`` says about the controller."""
-        return self._run(cli.scontrol_ping()).stdout.strip()
+        return self.commands.run(cli.scontrol_ping()).stdout.strip()
 
     def _find_submitted(self, name: str, token: str) -> str | None:
-        result = self._run(cli.squeue_by_name(name), missing_ok=True)
+        result = self.commands.run(cli.squeue_by_name(name), missing_ok=True)
         comments = parse.parse_comments(result.stdout) if result.ok else {}
         return next((job_id for job_id, comment in comments.items() if comment == token), None)
-
-    def _run(
-        self, argv: list[str], *, env: dict[str, str] | None = None, missing_ok: bool = False
-    ) -> CommandResult:
-        """Run an idempotent command, retrying while the controller is unavailable."""
-        for attempt in self._retrying():
-            with attempt:
-                result = self.transport.run(argv, env=env)
-                if result.ok:
-                    return result
-                error = _command_error(result)
-                if missing_ok and isinstance(error, JobNotFound):
-                    return result
-                raise error
-        raise AssertionError("unreachable: tenacity reraises the last error")
-
-    def _retrying(self) -> Retrying:
-        return Retrying(
-            retry=retry_if_exception(_is_transient),
-            stop=stop_after_attempt(self.attempts),
-            wait=wait_exponential(multiplier=self.backoff, max=10),
-            reraise=True,
-        )
 
 
 def _command_error(result: CommandResult) -> SchedulerError:
@@ -209,14 +180,3 @@ def _terminal_without_exit(job_id: str, found: dict[str, JobInfo]) -> bool:
     info = found.get(job_id)
     members = [info] if info else [i for i in found.values() if i.array_job_id == job_id]
     return any(member.state.is_terminal and member.exit_code is None for member in members)
-
-
-def _with_array_totals(job_ids: Sequence[str], found: dict[str, JobInfo]) -> dict[str, JobInfo]:
-    tasks_by_array: dict[str, list[JobInfo]] = defaultdict(list)
-    for info in found.values():
-        if info.array_job_id is not None:
-            tasks_by_array[info.array_job_id].append(info)
-    for job_id in job_ids:
-        if job_id not in found and tasks_by_array.get(job_id):
-            found[job_id] = aggregate_array(job_id, tasks_by_array[job_id])
-    return found
