@@ -30,6 +30,16 @@ def make_backend(site: SiteConfig, transport: Transport) -> Backend:
         from hpcbridge.backends.slurm import SlurmBackend
 
         return SlurmBackend(transport, attempts=site.submit_retries)
+    if site.scheduler == "pbs":
+        from hpcbridge.backends.pbs import PbsBackend
+
+        return PbsBackend(
+            transport,
+            json_output=site.pbs.json_output,
+            job_history=site.pbs.job_history,
+            gpu_type_resource=site.pbs.gpu_type_resource,
+            attempts=site.submit_retries,
+        )
     from hpcbridge.backends.local import LocalBackend
 
     return LocalBackend(transport, state_dir=site.state_dir)
@@ -168,16 +178,21 @@ class Cluster:
         return job.model_copy(update={"depends_on": [self._resolve(d) for d in job.depends_on]})
 
     def _resolve(self, dependency: Dependency) -> Dependency:
-        """Job ids pass through; a name must be a job this Cluster submitted."""
+        """A name of a job this Cluster submitted becomes its id; ids pass through.
+
+        Ids start with a digit on every scheduler ("123", "123_4", "123.server").
+        """
         job = dependency.job
-        if job is None or job.replace("_", "").isdigit():
+        if job is None:
             return dependency
-        if job not in self._ids_by_name:
+        if job in self._ids_by_name:
+            return dependency.model_copy(update={"job": self._ids_by_name[job]})
+        if not job[0].isdigit():
             raise SpecError(
                 f"depends_on: {job!r} is neither a job id nor the name of a job submitted "
                 "through this Cluster"
             )
-        return dependency.model_copy(update={"job": self._ids_by_name[job]})
+        return dependency
 
 
 def _id_list(job_ids: str | Iterable[str]) -> list[str]:

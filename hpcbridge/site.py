@@ -40,11 +40,19 @@ class LocalTransportConfig(_Config):
     command_timeout: float = Field(120.0, gt=0)
 
 
+class PbsOptions(_Config):
+    """What a PBS server can do: JSON qstat output (OpenPBS, PBS Pro 19+), job history."""
+
+    json_output: bool = True
+    job_history: bool = True
+    gpu_type_resource: Token | None = None
+
+
 class SiteConfig(_Config):
     """How to drive one cluster."""
 
     name: str
-    scheduler: Literal["slurm", "local"]
+    scheduler: Literal["slurm", "pbs", "local"]
     transport: LocalTransportConfig = LocalTransportConfig()
     cluster_name: str | None = None
     default_partition: Token | None = None
@@ -53,6 +61,7 @@ class SiteConfig(_Config):
     template_dir: Path | None = None
     state_dir: Path | None = None
     submit_retries: int = Field(4, ge=1, le=20)
+    pbs: PbsOptions = PbsOptions()
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> SiteConfig:

@@ -62,3 +62,14 @@ def workdir(tmp_path: Path) -> Path:
     folder.mkdir()
     folder.chmod(0o777)
     return folder
+
+
+@pytest.fixture(scope="session")
+def pbs_reference() -> Path:
+    """Real OpenPBS outputs in ../shared/pbs-reference, read (never copied) by tests."""
+    folder = Path(__file__).resolve().parents[2] / "shared" / "pbs-reference"
+    if not folder.is_dir():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true but {folder} is missing")
+        pytest.skip(f"{folder} is not here (it sits beside the repository in CI)")
+    return folder

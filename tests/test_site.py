@@ -39,7 +39,7 @@ def test_relative_paths_are_taken_from_the_config_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("scheduler: lsf\n", "scheduler: Input should be 'slurm' or 'local'"),
+        ("scheduler: lsf\n", "scheduler: Input should be 'slurm', 'pbs' or 'local'"),
         ("scheduler: slurm\npartitions: {a: {max_walltime: soon}}\n", "partitions.a.max_walltime"),
         ("scheduler: slurm\nsurprise: 1\n", "surprise: Extra inputs are not permitted"),
         ("- just\n- a list\n", "must hold a mapping"),

@@ -1,0 +1,189 @@
+"""PBS through its commands: builders from cli, parsers from parse, one transport."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from hpcbridge.backends.base import with_array_totals
+from hpcbridge.backends.commands import SchedulerCommands
+from hpcbridge.backends.pbs import cli, parse
+from hpcbridge.errors import (
+    JobNotFound,
+    SchedulerError,
+    SchedulerUnavailable,
+    SpecError,
+    SubmitError,
+)
+from hpcbridge.models import JobInfo, JobSpec
+from hpcbridge.rendering import ShellCode
+from hpcbridge.transports.base import CommandResult, Transport
+
+log = logging.getLogger(__name__)
+
+# Times in qstat's ctime-style strings come out in UTC, so parsers never guess the zone.
+UTC_ENV = {"TZ": "UTC"}
+# What PBS clients print when pbs_server cannot be reached or is busy (pbs_connect errors).
+_TRANSIENT_MESSAGES = (
+    "cannot connect to server",
+    "Connection refused",
+    "Connection timed out",
+    "Server is busy",
+    "pbs_iff",
+    "No route to host",
+    "End of File",
+)
+_NOT_FOUND_MESSAGES = ("Unknown Job Id", "Job has finished", "illegally formed job identifier")
+# qsub refusals traced back to the JobSpec field responsible.
+_SUBMIT_FIELDS = {
+    "Unknown queue": "partition",
+    "Resource_List.walltime": "resources.walltime",
+    "Unknown resource": "resources",
+    "select.mem": "resources.memory",
+    "Resource_List.select": "resources",
+    "illegal -W value": "depends_on",
+    "-J": "array",
+    "Account_Name": "account",
+    "Job_Name": "name",
+}
+
+
+class PbsBackend:
+    """Submit, watch and steer PBS jobs with qsub, qstat, qdel, qhold, qrls and qrerun."""
+
+    name = "pbs"
+    template = "pbs/job.sh.j2"
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        json_output: bool = True,
+        job_history: bool = True,
+        gpu_type_resource: str | None = None,
+        attempts: int = 4,
+        backoff: float = 0.5,
+    ) -> None:
+        self.json_output = json_output
+        self.job_history = job_history
+        self.gpu_type_resource = gpu_type_resource
+        self.commands = SchedulerCommands(
+            transport, _command_error, attempts=attempts, backoff=backoff
+        )
+
+    def template_context(self, spec: JobSpec) -> dict[str, Any]:
+        """Directive values in PBS's dialect; fields PBS cannot express are refused here."""
+        if spec.qos is not None:
+            raise SpecError(
+                f"qos: {spec.qos!r} cannot be asked of PBS, which has no QOS; use a queue"
+            )
+        if spec.deadline is not None:
+            raise SpecError("deadline: PBS has no deadline for jobs; leave it out on PBS sites")
+        if spec.signal is not None and spec.resources.walltime is None:
+            raise SpecError("signal: on PBS the signal is timed from resources.walltime; set it")
+        walltime = spec.resources.walltime
+        return {
+            "select": cli.select_statement(spec, self.gpu_type_resource),
+            "array": cli.array_range(spec),
+            "dependency": cli.dependency_expression(spec.depends_on),
+            "priority": cli.priority(spec),
+            "begin": cli.begin_time(spec.begin) if spec.begin else None,
+            "workdir": ShellCode('"$PBS_O_WORKDIR"') if spec.workdir is None else spec.workdir,
+            "stdout": cli.output_word(spec.stdout) if spec.stdout else None,
+            "stderr": cli.output_word(spec.stderr) if spec.stderr else None,
+            "signal_after": walltime - spec.signal.seconds if spec.signal and walltime else None,
+        }
+
+    def submit(self, script: str, spec: JobSpec, token: str | None = None) -> str:
+        """qsub the script; after a transient failure, look for the job before resubmitting."""
+        for attempt in self.commands.retrying():
+            with attempt:
+                if attempt.retry_state.attempt_number > 1 and token:
+                    existing = self._find_submitted(token)
+                    if existing:
+                        log.info("job %s was submitted before the answer was lost", existing)
+                        return existing
+                result = self.commands.transport.run(cli.qsub(), stdin=script)
+                if not result.ok:
+                    raise _submit_error(result)
+                return parse.parse_submit(result.stdout)
+        raise AssertionError("unreachable: tenacity reraises the last error")
+
+    def status(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
+        """One qstat call for every job; an array id stands for the total of its subjobs."""
+        if not job_ids:
+            return {}
+        argv = cli.qstat(job_ids, json=self.json_output, history=self.job_history)
+        result = self.commands.run(argv, env=UTC_ENV, missing_ok=True)
+        found: dict[str, JobInfo] = {}
+        for job_id, attributes in self._parse(result.stdout).items():
+            if not parse.is_array_parent(attributes):
+                found[job_id] = parse.job_info(job_id, attributes)
+        found = with_array_totals(job_ids, found)
+        if not self.job_history and any(job_id not in found for job_id in job_ids):
+            log.info("job history is off on this PBS server: finished jobs are no longer listed")
+        return found
+
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        """qdel every job in one call; qdel of a finished job is not an error here."""
+        try:
+            self.commands.run(cli.job_command("qdel", job_ids))
+        except JobNotFound as error:
+            if "Job has finished" not in error.stderr or "Unknown Job Id" in error.stderr:
+                raise
+
+    def hold(self, job_ids: Sequence[str]) -> None:
+        """qhold (a user hold)."""
+        self.commands.run(cli.job_command("qhold", job_ids))
+
+    def release(self, job_ids: Sequence[str]) -> None:
+        """qrls."""
+        self.commands.run(cli.job_command("qrls", job_ids))
+
+    def requeue(self, job_ids: Sequence[str]) -> None:
+        """qrerun: needs manager or operator rights on most servers."""
+        self.commands.run(cli.job_command("qrerun", job_ids))
+
+    def set_priority(self, job_ids: Sequence[str], priority: int) -> None:
+        """qalter -p: reorder queued jobs (-1024 lowest, 1023 highest)."""
+        self.commands.run(cli.qalter_priority(job_ids, priority))
+
+    def describe(self) -> str:
+        """The server line of ``qstat -B``."""
+        lines = self.commands.run(cli.qstat_server()).stdout.strip().splitlines()
+        return lines[-1] if lines else "pbs_server answered"
+
+    def _parse(self, stdout: str) -> dict[str, dict[str, Any]]:
+        if self.json_output:
+            return parse.parse_qstat_json(stdout)
+        return parse.parse_qstat_text(stdout)
+
+    def _find_submitted(self, token: str) -> str | None:
+        argv = cli.qstat_all(json=self.json_output, history=self.job_history)
+        result = self.commands.run(argv, env=UTC_ENV, missing_ok=True)
+        for job_id, attributes in self._parse(result.stdout).items():
+            if parse.submission_token(attributes) == token:
+                return job_id
+        return None
+
+
+def _command_error(result: CommandResult) -> SchedulerError:
+    message = result.stderr.strip() or result.stdout.strip()
+    command = result.argv[0]
+    kind: type[SchedulerError] = SchedulerError
+    summary = f"{command} failed with exit code {result.returncode}"
+    if any(text in message for text in _TRANSIENT_MESSAGES):
+        kind, summary = SchedulerUnavailable, f"{command}: the PBS server is unavailable"
+    elif any(text in message for text in _NOT_FOUND_MESSAGES):
+        kind, summary = JobNotFound, f"{command}: no such job ({' '.join(result.argv[1:])})"
+    return kind(summary, argv=result.argv, returncode=result.returncode, stderr=message)
+
+
+def _submit_error(result: CommandResult) -> SchedulerError:
+    error = _command_error(result)
+    if error.transient:
+        return error
+    field = next((f for text, f in _SUBMIT_FIELDS.items() if text in error.stderr), None)
+    what = f"qsub refused the job ({field})" if field else "qsub refused the job"
+    return SubmitError(what, argv=error.argv, returncode=error.returncode, stderr=error.stderr)
