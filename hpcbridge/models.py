@@ -47,6 +47,17 @@ def _single_token(value: str) -> str:
 
 
 Token = Annotated[str, AfterValidator(_single_token)]
+# Job references may also hold PBS's array brackets ("10[].server", "10[3].server").
+_JOB_REFERENCE = re.compile(r"^[\w.+@=,:%/\[\]-]+$")
+
+
+def _job_reference(value: str) -> str:
+    if not _JOB_REFERENCE.match(value):
+        raise ValueError(f"{value!r} is not a job id or job name")
+    return value
+
+
+JobReference = Annotated[str, AfterValidator(_job_reference)]
 Walltime = Annotated[
     int, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)
 ]
@@ -85,7 +96,7 @@ class Dependency(_Model):
     """Start only when ``job`` reaches ``condition``; ``singleton`` needs no job."""
 
     condition: DependencyCondition = "afterok"
-    job: Token | None = None
+    job: JobReference | None = None
 
     @model_validator(mode="before")
     @classmethod

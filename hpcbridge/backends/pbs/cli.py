@@ -16,6 +16,8 @@ from hpcbridge.rendering import ShellCode
 _PBS_ARRAY = re.compile(r"^\d+-\d+(:\d+)?(%\d+)?$")
 # PBS priorities run from -1024 to 1023, higher first (qsub(1B) -p).
 _PRIORITY_RANGE = range(-1024, 1024)
+# A PBS job id: sequence number, optional array brackets, optional server name.
+_PBS_JOB_ID = re.compile(r"^\d+(\[\d*\])?(\.[\w.-]+)?$")
 # Slurm's filename patterns, rewritten to the PBS variables that hold the same values.
 _OUTPUT_PATTERNS = {
     "%j": "${PBS_JOBID%%.*}",
@@ -96,15 +98,21 @@ def select_statement(spec: JobSpec, gpu_type_resource: str | None) -> str:
     return ":".join(parts)
 
 
-def dependency_expression(dependencies: Sequence[Dependency]) -> str:
-    """``-W depend=afterok:1.srv:2.srv,afterany:3.srv``; PBS has no singleton."""
+def dependency_expression(dependencies: Sequence[Dependency]) -> ShellCode:
+    """``-W depend=afterok:1.srv:2.srv,afterany:3.srv``; PBS has no singleton.
+
+    Job ids are checked against PBS's id grammar, so the expression is one safe word even
+    with array brackets, which shell quoting would wrap in quotes qsub keeps literally.
+    """
     grouped: dict[str, list[str]] = {}
     for dependency in dependencies:
         if dependency.condition == "singleton":
             raise SpecError("depends_on: PBS has no singleton dependency")
         assert dependency.job is not None  # guaranteed by Dependency's validator
+        if not _PBS_JOB_ID.match(dependency.job):
+            raise SpecError(f"depends_on: {dependency.job!r} is not a PBS job id (12.server)")
         grouped.setdefault(dependency.condition, []).append(dependency.job)
-    return ",".join(":".join([condition, *jobs]) for condition, jobs in grouped.items())
+    return ShellCode(",".join(":".join([cond, *jobs]) for cond, jobs in grouped.items()))
 
 
 def array_range(spec: JobSpec) -> str | None:
