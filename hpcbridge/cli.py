@@ -86,7 +86,7 @@ def _open(site: str) -> Cluster:
 @click.group(epilog=_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="hpcbridge")
 def main() -> None:
-    """Drive Slurm (and the local backend) from one typed job model."""
+    """Drive Slurm, PBS (and the local backend) from one typed job model."""
 
 
 @main.command()
