@@ -11,8 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hpcbridge import JobSpec, RenderError, SiteConfig, SpecError
+from hpcbridge.backends.pbs import PbsBackend
 from hpcbridge.backends.slurm import cli
 from hpcbridge.rendering import Renderer
+from hpcbridge.transports import FakeTransport
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -54,6 +56,19 @@ def render_slurm(spec: dict[str, object], token: str | None = None) -> str:
     return Renderer().render("slurm/job.sh.j2", job, token=token, **context)
 
 
+def render_pbs(spec: dict[str, object], token: str | None = None) -> str:
+    backend = PbsBackend(FakeTransport(lambda argv, stdin: ""), gpu_type_resource="gpu_model")
+    job = JobSpec.parse(spec)
+    return Renderer().render(backend.template, job, token=token, **backend.template_context(job))
+
+
+PBS_FULL_SPEC = {
+    **{key: value for key, value in FULL_SPEC.items() if key not in {"qos", "deadline"}},
+    "array": "1-100:2%10",
+    "depends_on": ["101.srv", "afterany:102[].srv", "afternotok:103[4].srv"],
+}
+
+
 def check_golden(name: str, text: str) -> None:
     path = GOLDEN / name
     if os.environ.get("UPDATE_GOLDEN"):
@@ -66,6 +81,19 @@ def check_golden(name: str, text: str) -> None:
 )
 def test_slurm_golden(name: str, spec: dict[str, object]) -> None:
     check_golden(name, render_slurm(spec))
+
+
+@pytest.mark.parametrize(
+    ("name", "spec"), [("pbs_full.sh", PBS_FULL_SPEC), ("pbs_minimal.sh", MINIMAL_SPEC)]
+)
+def test_pbs_golden(name: str, spec: dict[str, object]) -> None:
+    check_golden(name, render_pbs(spec))
+
+
+def test_pbs_script_is_valid_bash_and_carries_its_token() -> None:
+    script = render_pbs(PBS_FULL_SPEC, token="hpcbridge:abc")
+    assert "#PBS -v HPCBRIDGE_SUBMISSION=hpcbridge:abc\n" in script
+    subprocess.run(["bash", "-n"], input=script, text=True, check=True)
 
 
 def test_rendered_script_is_valid_bash() -> None:
@@ -147,9 +175,8 @@ def test_hostile_env_values_arrive_intact_and_run_nothing(
 ) -> None:
     canary = tmp_path / "canary"
     value = data.draw(hostile_text(canary))
-    script = render_slurm(
-        {"name": "h", "command": 'printf %s "$HOSTILE"', "env": {"HOSTILE": value}}
-    )
+    render = data.draw(st.sampled_from([render_slurm, render_pbs]))
+    script = render({"name": "h", "command": 'printf %s "$HOSTILE"', "env": {"HOSTILE": value}})
     # Bytes, not text: text mode would turn a "\r" the job printed into "\n".
     ran = subprocess.run(["bash"], input=script.encode(), capture_output=True, check=False)
     assert ran.stdout == value.encode()
