@@ -20,6 +20,8 @@ from hpcbridge import Cluster
 
 SLURM_SITE = "test-slurm"
 
+pytest_plugins = ["pbs_plugin"]
+
 
 @functools.cache
 def slurm_problem() -> str | None:

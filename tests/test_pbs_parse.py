@@ -185,6 +185,6 @@ def test_directive_translations() -> None:
         cli.priority(spec(nice=-5000))
     assert cli.begin_time(datetime(2030, 1, 2, 3, 4, 5)) == "203001020304.05"
     assert cli.output_word("out/%x-%j_%a%%.log") == (
-        'out/"${PBS_JOBNAME}"-"${PBS_JOBID%%.*}"_"${PBS_ARRAY_INDEX}"%.log'
+        'out/"${PBS_JOBNAME}"-"${PBS_JOBID}"_"${PBS_ARRAY_INDEX}"%.log'
     )
     assert cli.output_word("plain.out") == "plain.out"

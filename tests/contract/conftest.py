@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcbridge import Cluster, JobInfo, JobState
+from hpcbridge import Cluster, JobInfo, JobState, SiteConfig
 
 
 @dataclass
@@ -57,14 +57,33 @@ def _slurm_release_requeued(job_id: str) -> None:
     subprocess.run(["scontrol", "update", f"jobid={job_id}", "starttime=now"], check=True)
 
 
-@pytest.fixture(params=["local", pytest.param("slurm", marks=pytest.mark.slurm)])
+def _pbs_site(json_output: bool) -> SiteConfig:
+    site = SiteConfig.load("test-pbs")
+    options = site.pbs.model_copy(update={"json_output": json_output})
+    return site.model_copy(update={"pbs": options})
+
+
+@pytest.fixture(
+    params=[
+        "local",
+        pytest.param("slurm", marks=pytest.mark.slurm),
+        pytest.param("pbs-json", marks=pytest.mark.pbs),
+        pytest.param("pbs-text", marks=pytest.mark.pbs),
+    ]
+)
 def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
     if request.param == "local":
         with Cluster.local(state_dir=tmp_path / "state") as cluster:
             yield Harness(cluster, "local", lambda job_id: None)
-    else:
+    elif request.param == "slurm":
         with Cluster.from_site("test-slurm") as cluster:
             yield Harness(cluster, "slurm", _slurm_release_requeued)
+    else:
+        json_output = request.param == "pbs-json"
+        emulator = request.getfixturevalue("pbs_emulator")
+        emulator.configure(json_output=json_output)
+        with Cluster(_pbs_site(json_output)) as cluster:
+            yield Harness(cluster, request.param, lambda job_id: None)
 
 
 def running(info: JobInfo) -> bool:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcbridge import JobNotFound, JobState
+from hpcbridge import JobNotFound, JobState, SpecError
 
 from .conftest import Harness, running
 
@@ -85,6 +85,10 @@ def test_failed_parent_cancels_afterok_and_runs_the_others(harness: Harness, wor
 
 
 def test_singleton_runs_same_named_jobs_one_at_a_time(harness: Harness, workdir: Path) -> None:
+    if harness.kind.startswith("pbs"):  # PBS has no such dependency: refused, not faked
+        with pytest.raises(SpecError, match="depends_on: PBS has no singleton"):
+            harness.cluster.submit(job("single", "true", workdir, depends_on=["singleton"]))
+        return
     first = harness.cluster.submit(job("single", "sleep 2", workdir, depends_on=["singleton"]))
     second = harness.cluster.submit(job("single", "sleep 1", workdir, depends_on=["singleton"]))
     infos = harness.cluster.wait([first, second], timeout=90)

@@ -16,8 +16,8 @@ export HPCBRIDGE_JOB_ID="${PBS_JOBID}"
 export HPCBRIDGE_ARRAY_INDEX="${PBS_ARRAY_INDEX:-}"
 # PBS starts jobs in $HOME; run where a Slurm job would, and write output where it would.
 cd /scratch/physics/run1 || exit 1
-exec >logs/"${PBS_JOBNAME}"-"${PBS_ARRAY_ID%%[*}"_"${PBS_ARRAY_INDEX}".out
-exec 2>logs/"${PBS_JOBNAME}"-"${PBS_ARRAY_ID%%[*}"_"${PBS_ARRAY_INDEX}".err
+exec >logs/"${PBS_JOBNAME}"-"${PBS_ARRAY_ID}"_"${PBS_ARRAY_INDEX}".out
+exec 2>logs/"${PBS_JOBNAME}"-"${PBS_ARRAY_ID}"_"${PBS_ARRAY_INDEX}".err
 # PBS sends no warning before the walltime; this timer sends the requested signal.
 ( sleep 129300 && kill -s USR1 $$ ) &
 hpcbridge_signal_timer=$!

@@ -18,10 +18,11 @@ _PBS_ARRAY = re.compile(r"^\d+-\d+(:\d+)?(%\d+)?$")
 _PRIORITY_RANGE = range(-1024, 1024)
 # A PBS job id: sequence number, optional array brackets, optional server name.
 _PBS_JOB_ID = re.compile(r"^\d+(\[\d*\])?(\.[\w.-]+)?$")
-# Slurm's filename patterns, rewritten to the PBS variables that hold the same values.
+# Slurm's filename patterns, rewritten to the PBS variables that hold the same values: the
+# ids come out as hpcbridge reports them ("12.server", "10[].server").
 _OUTPUT_PATTERNS = {
-    "%j": "${PBS_JOBID%%.*}",
-    "%A": "${PBS_ARRAY_ID%%[*}",
+    "%j": "${PBS_JOBID}",
+    "%A": "${PBS_ARRAY_ID}",
     "%a": "${PBS_ARRAY_INDEX}",
     "%x": "${PBS_JOBNAME}",
 }
