@@ -15,6 +15,7 @@ pipeline would finish even if this script exited; here it waits and prints what 
 from __future__ import annotations
 
 import argparse
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -36,9 +37,12 @@ echo "sum of squares: $total"
 
 
 def job_order(job_id: str) -> tuple[int, int]:
-    """Array tasks ("12_3") sort after their array ("12"), numerically."""
-    base, _, task = job_id.partition("_")
-    return int(base), int(task or -1)
+    """Array tasks ("12_3" on Slurm, "12[3].server" on PBS) sort after their array."""
+    match = re.match(r"(\d+)(?:_(\d+)|\[(\d*)\])?", job_id)
+    if match is None:
+        return (0, 0)
+    task = match.group(2) or match.group(3)
+    return int(match.group(1)), int(task) if task else -1
 
 
 def main() -> int:
