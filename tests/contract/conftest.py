@@ -81,6 +81,8 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]
     else:
         json_output = request.param == "pbs-json"
         emulator = request.getfixturevalue("pbs_emulator")
+        # PBS writes its own .o files to the submission folder: keep them out of the repo.
+        request.getfixturevalue("monkeypatch").chdir(tmp_path)
         emulator.configure(json_output=json_output)
         with Cluster(_pbs_site(json_output)) as cluster:
             yield Harness(cluster, request.param, lambda job_id: None)

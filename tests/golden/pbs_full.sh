@@ -10,6 +10,7 @@
 #PBS -a 203001010800.00
 #PBS -p -50
 #PBS -j oe
+#PBS -o /dev/null
 
 # Portable names for the scheduler's job variables.
 export HPCBRIDGE_JOB_ID="${PBS_JOBID}"
