@@ -93,7 +93,8 @@ class Cluster:
         found = self.backend.status(wanted)
         missing = [job_id for job_id in wanted if job_id not in found]
         if missing:
-            raise JobNotFound(f"no job with id {', '.join(missing)} on site {self.site.name}")
+            hint = f"; {self.backend.missing_job_hint}" if self.backend.missing_job_hint else ""
+            raise JobNotFound(f"no job with id {', '.join(missing)} on site {self.site.name}{hint}")
         return found
 
     def wait(
@@ -121,7 +122,8 @@ class Cluster:
             missing_polls = missing_polls + 1 if any(j not in found for j in pending) else 0
             if missing_polls > _MISSING_POLLS_FORGIVEN:
                 lost = ", ".join(j for j in pending if j not in found)
-                raise JobNotFound(f"job {lost} vanished from site {self.site.name}")
+                hint = f"; {self.backend.missing_job_hint}" if self.backend.missing_job_hint else ""
+                raise JobNotFound(f"job {lost} vanished from site {self.site.name}{hint}")
             if len(finished) == len(wanted):
                 return {job_id: finished[job_id] for job_id in wanted}
             if deadline is not None and time.monotonic() >= deadline:

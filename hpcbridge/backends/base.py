@@ -14,6 +14,9 @@ class Backend(Protocol):
 
     name: str
     template: str
+    # Said with "no such job": why a job that existed may no longer be found, if the
+    # scheduler's settings explain it.
+    missing_job_hint: str
 
     def template_context(self, spec: JobSpec) -> dict[str, Any]:
         """Scheduler-specific values the job template needs beyond the spec itself."""

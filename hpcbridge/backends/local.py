@@ -43,6 +43,7 @@ class LocalBackend:
 
     name = "local"
     template = "local/job.sh.j2"
+    missing_job_hint = ""
 
     def __init__(
         self, transport: Transport, *, state_dir: str | os.PathLike[str] | None = None

@@ -67,6 +67,12 @@ class PbsBackend:
     ) -> None:
         self.json_output = json_output
         self.job_history = job_history
+        self.missing_job_hint = (
+            ""
+            if job_history
+            else "job history is off on this PBS server (job_history_enable=False), so "
+            "finished jobs can no longer be queried"
+        )
         self.gpu_type_resource = gpu_type_resource
         self.commands = SchedulerCommands(
             transport, _command_error, attempts=attempts, backoff=backoff
@@ -120,10 +126,7 @@ class PbsBackend:
         for job_id, attributes in self._parse(result.stdout).items():
             if not parse.is_array_parent(attributes):
                 found[job_id] = parse.job_info(job_id, attributes)
-        found = with_array_totals(job_ids, found)
-        if not self.job_history and any(job_id not in found for job_id in job_ids):
-            log.info("job history is off on this PBS server: finished jobs are no longer listed")
-        return found
+        return with_array_totals(job_ids, found)
 
     def cancel(self, job_ids: Sequence[str]) -> None:
         """qdel every job in one call; qdel of a finished job is not an error here."""

@@ -53,6 +53,7 @@ class SlurmBackend:
 
     name = "slurm"
     template = "slurm/job.sh.j2"
+    missing_job_hint = ""
 
     def __init__(self, transport: Transport, *, attempts: int = 4, backoff: float = 0.5) -> None:
         self.transport = transport

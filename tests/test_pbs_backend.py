@@ -1,0 +1,168 @@
+"""PBS-specific behaviour of the backend, on the PBS emulator (faults included)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from pbs_plugin import PbsEmulator
+
+from hpcbridge import (
+    Cluster,
+    CommandResult,
+    CommandTimeout,
+    JobNotFound,
+    JobState,
+    LocalTransport,
+    RecordingTransport,
+    SchedulerUnavailable,
+    SiteConfig,
+    SubmitError,
+)
+from hpcbridge.backends.pbs import PbsBackend
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def cluster(pbs_emulator: PbsEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Cluster:
+    monkeypatch.chdir(tmp_path)
+    site = SiteConfig.load("test-pbs")
+    return Cluster(site.model_copy(update={"partitions": {}}))  # let PBS itself judge
+
+
+def pbs_backend(cluster: Cluster) -> PbsBackend:
+    assert isinstance(cluster.backend, PbsBackend)
+    return cluster.backend
+
+
+def spec(name: str, command: str = "true", **fields: object) -> dict[str, object]:
+    return {"name": name, "command": command, **fields}
+
+
+def jobs_named(emulator: PbsEmulator, name: str) -> list[str]:
+    listed = emulator.run("qstat", "-x", "-f", "-F", "json").stdout
+    jobs = json.loads(listed).get("Jobs", {})
+    return [job_id for job_id, attrs in jobs.items() if attrs["Job_Name"] == name]
+
+
+def test_refusals_name_the_field(cluster: Cluster) -> None:
+    with pytest.raises(SubmitError, match=r"\(partition\).*Unknown queue"):
+        cluster.submit(spec("q", partition="nosuchqueue"))
+
+
+def test_lost_qsub_answer_does_not_duplicate(
+    pbs_emulator: PbsEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    lost = {"done": False}
+
+    def lose_first_answer(argv: list[str], result: CommandResult) -> CommandResult:
+        if argv[0] == "qsub" and not lost["done"]:
+            lost["done"] = True
+            return CommandResult(result.argv, 2, "", "Connection timed out\nqsub: cannot connect")
+        return result
+
+    transport = RecordingTransport(LocalTransport(), lose_first_answer)
+    with Cluster(SiteConfig.load("test-pbs"), transport=transport) as cluster:
+        pbs_backend(cluster).commands.backoff = 0.01
+        job_id = cluster.submit(spec("lost-answer"))
+    assert transport.count("qsub") == 1
+    assert jobs_named(pbs_emulator, "lost-answer") == [job_id]
+
+
+def test_server_down_then_back_is_retried_without_duplicates(
+    cluster: Cluster, pbs_emulator: PbsEmulator
+) -> None:
+    pbs_backend(cluster).commands.backoff = 0.3
+    pbs_emulator.fault("server_down")
+    threading.Timer(1.0, pbs_emulator.fault, args=("server_up",)).start()
+    job_id = cluster.submit(spec("after-outage"))
+    assert jobs_named(pbs_emulator, "after-outage") == [job_id]
+    assert cluster.wait(job_id, timeout=30)[job_id].state is JobState.COMPLETED
+
+
+def test_server_that_stays_down_is_reported_as_unavailable(
+    cluster: Cluster, pbs_emulator: PbsEmulator
+) -> None:
+    job_id = cluster.submit(spec("before-outage"))
+    pbs_backend(cluster).commands.backoff = 0.01
+    pbs_emulator.fault("server_down")
+    with pytest.raises(SchedulerUnavailable, match="cannot connect to server") as caught:
+        cluster.status(job_id)
+    assert caught.value.transient
+
+
+def test_hanging_server_hits_the_command_timeout(pbs_emulator: PbsEmulator) -> None:
+    site = SiteConfig.load("test-pbs")
+    site = site.model_copy(
+        update={"transport": site.transport.model_copy(update={"command_timeout": 0.5})}
+    )
+    with Cluster(site) as cluster:
+        pbs_backend(cluster).commands.backoff = 0.01
+        pbs_emulator.fault("hang", seconds=5)
+        started = time.monotonic()
+        with pytest.raises(CommandTimeout) as caught:
+            cluster.status("0")
+        assert caught.value.transient
+        assert time.monotonic() - started < 5
+        pbs_emulator.fault("clear")
+
+
+def test_node_failure_requeues_rerunnable_jobs(cluster: Cluster, pbs_emulator: PbsEmulator) -> None:
+    gate = Path("gate").resolve()
+    rerunnable = cluster.submit(spec("survivor", f"test -e {gate} || sleep 60", requeue=True))
+    doomed = cluster.submit(spec("doomed", "sleep 60", requeue=False))
+    for job_id in (rerunnable, doomed):
+        deadline = time.monotonic() + 20
+        while cluster.status(job_id)[job_id].state is not JobState.RUNNING:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    gate.touch()
+    pbs_emulator.fault("node_down")
+    time.sleep(1.5)
+    pbs_emulator.fault("node_up")
+    infos = cluster.wait([rerunnable, doomed], timeout=60)
+    assert infos[rerunnable].state is JobState.COMPLETED
+    assert infos[rerunnable].restarts == 1
+    assert infos[doomed].state is JobState.NODE_FAIL
+
+
+def test_forced_rerun_counts_a_restart(cluster: Cluster, pbs_emulator: PbsEmulator) -> None:
+    job_id = cluster.submit(spec("rerun", "test -e ran || { touch ran; sleep 60; }"))
+    deadline = time.monotonic() + 20
+    while cluster.status(job_id)[job_id].state is not JobState.RUNNING:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    pbs_emulator.fault("rerun", job_ids=[job_id])
+    info = cluster.wait(job_id, timeout=60)[job_id]
+    assert info.state is JobState.COMPLETED
+    assert info.restarts == 1
+
+
+def test_priority_is_set_with_qalter(cluster: Cluster, pbs_emulator: PbsEmulator) -> None:
+    job_id = cluster.submit(spec("later", begin="2099-01-01T00:00:00"))
+    pbs_backend(cluster).set_priority([job_id], 500)
+    assert pbs_emulator.job(job_id)["Priority"] == 500  # type: ignore[index]
+    assert cluster.status(job_id)[job_id].reason == "BeginTime"
+    cluster.cancel(job_id)
+
+
+@pytest.mark.pbs_config(job_history_enable=False)
+def test_without_job_history_finished_jobs_are_gone(
+    pbs_emulator: PbsEmulator, tmp_path: Path
+) -> None:
+    site = SiteConfig.load("test-pbs")
+    site = site.model_copy(update={"pbs": site.pbs.model_copy(update={"job_history": False})})
+    with Cluster(site) as cluster:
+        job_id = cluster.submit(spec("brief", stdout=str(tmp_path / "brief.out")))
+        deadline = time.monotonic() + 20
+        while job_id in cluster.backend.status([job_id]):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        with pytest.raises(JobNotFound, match=r"job history is off") as caught:
+            cluster.status(job_id)
+        assert job_id in str(caught.value)
