@@ -1,20 +1,61 @@
 """Running scheduler commands with retries: the one place backends execute anything.
 
 Controllers go away for a moment (restarts, overload); commands that are safe to repeat are
-retried with exponential backoff while the error says so (``transient``). Each backend
-supplies how to read its own error messages.
+retried with exponential backoff while the error says so (``transient``). A submission is
+not safe to repeat, so it is retried only after asking the scheduler whether the first try
+already created the job. Each backend supplies an ErrorTable: how its commands word errors.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from hpcbridge.errors import HpcBridgeError, JobNotFound, SchedulerError
+from hpcbridge.errors import (
+    HpcBridgeError,
+    JobNotFound,
+    SchedulerError,
+    SchedulerUnavailable,
+    SubmitError,
+)
 from hpcbridge.transports.base import CommandResult, Transport
 
-Classifier = Callable[[CommandResult], SchedulerError]
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ErrorTable:
+    """How one scheduler's commands say what went wrong, in words found in their output."""
+
+    unavailable: str  # who is unavailable: "the Slurm controller", "the PBS server"
+    transient: tuple[str, ...]
+    not_found: tuple[str, ...]
+    submit_fields: Mapping[str, str]  # refusal text -> the JobSpec field responsible
+
+    def classify(self, result: CommandResult) -> SchedulerError:
+        """The error a failed command stands for, with the scheduler's own message."""
+        message = result.stderr.strip() or result.stdout.strip()
+        command = result.argv[0]
+        kind: type[SchedulerError] = SchedulerError
+        summary = f"{command} failed with exit code {result.returncode}"
+        if any(text in message for text in self.transient):
+            kind, summary = SchedulerUnavailable, f"{command}: {self.unavailable} is unavailable"
+        elif any(text in message for text in self.not_found):
+            kind, summary = JobNotFound, f"{command}: no such job ({' '.join(result.argv[1:])})"
+        return kind(summary, argv=result.argv, returncode=result.returncode, stderr=message)
+
+    def refusal(self, result: CommandResult) -> SchedulerError:
+        """A failed submission: transient, or a SubmitError naming the field when it can."""
+        error = self.classify(result)
+        if error.transient:
+            return error
+        command = result.argv[0]
+        field = next((f for text, f in self.submit_fields.items() if text in error.stderr), None)
+        what = f"{command} refused the job ({field})" if field else f"{command} refused the job"
+        return SubmitError(what, argv=error.argv, returncode=error.returncode, stderr=error.stderr)
 
 
 def _is_transient(error: BaseException) -> bool:
@@ -22,18 +63,18 @@ def _is_transient(error: BaseException) -> bool:
 
 
 class SchedulerCommands:
-    """A transport plus a backend's error classifier and retry policy."""
+    """A transport plus a scheduler's error table and the retry policy."""
 
     def __init__(
         self,
         transport: Transport,
-        classify: Classifier,
+        errors: ErrorTable,
         *,
         attempts: int = 4,
         backoff: float = 0.5,
     ) -> None:
         self.transport = transport
-        self.classify = classify
+        self.errors = errors
         self.attempts = attempts
         self.backoff = backoff
 
@@ -49,19 +90,45 @@ class SchedulerCommands:
         With ``missing_ok`` an unknown-job answer is returned instead of raised, because a
         query for many jobs still lists the known ones.
         """
-        for attempt in self.retrying():
+        for attempt in self._retrying():
             with attempt:
                 result = self.transport.run(argv, env=env)
                 if result.ok:
                     return result
-                error = self.classify(result)
+                error = self.errors.classify(result)
                 if missing_ok and isinstance(error, JobNotFound):
                     return result
                 raise error
         raise AssertionError("unreachable: tenacity reraises the last error")
 
-    def retrying(self) -> Retrying:
-        """The retry policy, for callers that need their own loop (submission)."""
+    def submit(
+        self,
+        argv: Sequence[str],
+        script: str,
+        *,
+        token: str | None,
+        parse: Callable[[str], str],
+        find_existing: Callable[[str], str | None],
+    ) -> str:
+        """Submit ``script`` on stdin and return the job id, never creating the job twice.
+
+        After a transient failure the answer may have been lost after the job was created,
+        so ``find_existing(token)`` is asked first on every retry.
+        """
+        for attempt in self._retrying():
+            with attempt:
+                if attempt.retry_state.attempt_number > 1 and token:
+                    existing = find_existing(token)
+                    if existing:
+                        log.info("job %s was submitted before the answer was lost", existing)
+                        return existing
+                result = self.transport.run(argv, stdin=script)
+                if not result.ok:
+                    raise self.errors.refusal(result)
+                return parse(result.stdout)
+        raise AssertionError("unreachable: tenacity reraises the last error")
+
+    def _retrying(self) -> Retrying:
         return Retrying(
             retry=retry_if_exception(_is_transient),
             stop=stop_after_attempt(self.attempts),

@@ -2,51 +2,45 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
 from hpcbridge.backends.base import with_array_totals
-from hpcbridge.backends.commands import SchedulerCommands
+from hpcbridge.backends.commands import ErrorTable, SchedulerCommands
 from hpcbridge.backends.pbs import cli, parse
-from hpcbridge.errors import (
-    JobNotFound,
-    SchedulerError,
-    SchedulerUnavailable,
-    SpecError,
-    SubmitError,
-)
+from hpcbridge.errors import JobNotFound, SpecError
 from hpcbridge.models import JobInfo, JobSpec
 from hpcbridge.rendering import ShellCode
-from hpcbridge.transports.base import CommandResult, Transport
-
-log = logging.getLogger(__name__)
+from hpcbridge.transports.base import Transport
 
 # Times in qstat's ctime-style strings come out in UTC, so parsers never guess the zone.
 UTC_ENV = {"TZ": "UTC"}
-# What PBS clients print when pbs_server cannot be reached or is busy (pbs_connect errors).
-_TRANSIENT_MESSAGES = (
-    "cannot connect to server",
-    "Connection refused",
-    "Connection timed out",
-    "Server is busy",
-    "pbs_iff",
-    "No route to host",
-    "End of File",
+_ERRORS = ErrorTable(
+    unavailable="the PBS server",
+    # What PBS clients print when pbs_server cannot be reached or is busy (pbs_connect).
+    transient=(
+        "cannot connect to server",
+        "Connection refused",
+        "Connection timed out",
+        "Server is busy",
+        "pbs_iff",
+        "No route to host",
+        "End of File",
+    ),
+    not_found=("Unknown Job Id", "Job has finished", "illegally formed job identifier"),
+    # qsub refusals traced back to the JobSpec field responsible.
+    submit_fields={
+        "Unknown queue": "partition",
+        "Resource_List.walltime": "resources.walltime",
+        "Unknown resource": "resources",
+        "select.mem": "resources.memory",
+        "Resource_List.select": "resources",
+        "illegal -W value": "depends_on",
+        "-J": "array",
+        "Account_Name": "account",
+        "Job_Name": "name",
+    },
 )
-_NOT_FOUND_MESSAGES = ("Unknown Job Id", "Job has finished", "illegally formed job identifier")
-# qsub refusals traced back to the JobSpec field responsible.
-_SUBMIT_FIELDS = {
-    "Unknown queue": "partition",
-    "Resource_List.walltime": "resources.walltime",
-    "Unknown resource": "resources",
-    "select.mem": "resources.memory",
-    "Resource_List.select": "resources",
-    "illegal -W value": "depends_on",
-    "-J": "array",
-    "Account_Name": "account",
-    "Job_Name": "name",
-}
 
 
 class PbsBackend:
@@ -74,9 +68,7 @@ class PbsBackend:
             "finished jobs can no longer be queried"
         )
         self.gpu_type_resource = gpu_type_resource
-        self.commands = SchedulerCommands(
-            transport, _command_error, attempts=attempts, backoff=backoff
-        )
+        self.commands = SchedulerCommands(transport, _ERRORS, attempts=attempts, backoff=backoff)
 
     def template_context(self, spec: JobSpec) -> dict[str, Any]:
         """Directive values in PBS's dialect; fields PBS cannot express are refused here."""
@@ -102,19 +94,14 @@ class PbsBackend:
         }
 
     def submit(self, script: str, spec: JobSpec, token: str | None = None) -> str:
-        """qsub the script; after a transient failure, look for the job before resubmitting."""
-        for attempt in self.commands.retrying():
-            with attempt:
-                if attempt.retry_state.attempt_number > 1 and token:
-                    existing = self._find_submitted(token)
-                    if existing:
-                        log.info("job %s was submitted before the answer was lost", existing)
-                        return existing
-                result = self.commands.transport.run(cli.qsub(), stdin=script)
-                if not result.ok:
-                    raise _submit_error(result)
-                return parse.parse_submit(result.stdout)
-        raise AssertionError("unreachable: tenacity reraises the last error")
+        """qsub the script; ``token`` is the HPCBRIDGE_SUBMISSION variable it carries."""
+        return self.commands.submit(
+            cli.qsub(),
+            script,
+            token=token,
+            parse=parse.parse_submit,
+            find_existing=self._find_submitted,
+        )
 
     def status(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
         """One qstat call for every job; an array id stands for the total of its subjobs."""
@@ -169,24 +156,3 @@ class PbsBackend:
             if parse.submission_token(attributes) == token:
                 return job_id
         return None
-
-
-def _command_error(result: CommandResult) -> SchedulerError:
-    message = result.stderr.strip() or result.stdout.strip()
-    command = result.argv[0]
-    kind: type[SchedulerError] = SchedulerError
-    summary = f"{command} failed with exit code {result.returncode}"
-    if any(text in message for text in _TRANSIENT_MESSAGES):
-        kind, summary = SchedulerUnavailable, f"{command}: the PBS server is unavailable"
-    elif any(text in message for text in _NOT_FOUND_MESSAGES):
-        kind, summary = JobNotFound, f"{command}: no such job ({' '.join(result.argv[1:])})"
-    return kind(summary, argv=result.argv, returncode=result.returncode, stderr=message)
-
-
-def _submit_error(result: CommandResult) -> SchedulerError:
-    error = _command_error(result)
-    if error.transient:
-        return error
-    field = next((f for text, f in _SUBMIT_FIELDS.items() if text in error.stderr), None)
-    what = f"qsub refused the job ({field})" if field else "qsub refused the job"
-    return SubmitError(what, argv=error.argv, returncode=error.returncode, stderr=error.stderr)

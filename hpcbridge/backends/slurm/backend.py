@@ -2,50 +2,45 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
 from hpcbridge.backends.base import with_array_totals
-from hpcbridge.backends.commands import SchedulerCommands
+from hpcbridge.backends.commands import ErrorTable, SchedulerCommands
 from hpcbridge.backends.slurm import cli, parse
-from hpcbridge.errors import (
-    JobNotFound,
-    SchedulerError,
-    SchedulerUnavailable,
-    SubmitError,
-)
+from hpcbridge.errors import JobNotFound
 from hpcbridge.models import JobInfo, JobSpec
-from hpcbridge.transports.base import CommandResult, Transport
-
-log = logging.getLogger(__name__)
+from hpcbridge.transports.base import Transport
 
 # Messages with which Slurm's client commands say the controller is down or busy. The
 # request may or may not have reached slurmctld, so a submission is only retried after
-# checking that it did not (see SlurmBackend.submit).
-_TRANSIENT_MESSAGES = (
-    "Socket timed out",
-    "Slurm temporarily unable",
-    "Unable to contact slurm controller",
-    "Resource temporarily unavailable",
-    "Transport endpoint is not connected",
-    "Zero Bytes were transmitted or received",
-    "Connection refused",
+# checking that it did not (SchedulerCommands.submit).
+_ERRORS = ErrorTable(
+    unavailable="the Slurm controller",
+    transient=(
+        "Socket timed out",
+        "Slurm temporarily unable",
+        "Unable to contact slurm controller",
+        "Resource temporarily unavailable",
+        "Transport endpoint is not connected",
+        "Zero Bytes were transmitted or received",
+        "Connection refused",
+    ),
+    not_found=("Invalid job id specified",),
+    # sbatch refusals traced back to the JobSpec field responsible.
+    submit_fields={
+        "Invalid partition name": "partition",
+        "Invalid account": "account",
+        "Invalid qos": "qos",
+        "Requested time limit is invalid": "resources.walltime",
+        "Invalid generic resource": "resources.gpus",
+        "Requested node configuration is not available": "resources",
+        "More processors requested than permitted": "resources",
+        "Memory specification can not be satisfied": "resources.memory",
+        "Job dependency problem": "depends_on",
+        "Invalid job array specification": "array",
+    },
 )
-_NOT_FOUND_MESSAGES = ("Invalid job id specified",)
-# sbatch refusals traced back to the JobSpec field responsible.
-_SUBMIT_FIELDS = {
-    "Invalid partition name": "partition",
-    "Invalid account": "account",
-    "Invalid qos": "qos",
-    "Requested time limit is invalid": "resources.walltime",
-    "Invalid generic resource": "resources.gpus",
-    "Requested node configuration is not available": "resources",
-    "More processors requested than permitted": "resources",
-    "Memory specification can not be satisfied": "resources.memory",
-    "Job dependency problem": "depends_on",
-    "Invalid job array specification": "array",
-}
 
 
 class SlurmBackend:
@@ -56,32 +51,21 @@ class SlurmBackend:
     missing_job_hint = ""
 
     def __init__(self, transport: Transport, *, attempts: int = 4, backoff: float = 0.5) -> None:
-        self.transport = transport
-        self.commands = SchedulerCommands(
-            transport, _command_error, attempts=attempts, backoff=backoff
-        )
+        self.commands = SchedulerCommands(transport, _ERRORS, attempts=attempts, backoff=backoff)
 
     def template_context(self, spec: JobSpec) -> dict[str, Any]:
         """The --dependency expression."""
         return {"dependency": cli.dependency_expression(spec.depends_on)}
 
     def submit(self, script: str, spec: JobSpec, token: str | None = None) -> str:
-        """sbatch the script; after a transient failure, look for the job before resubmitting.
-
-        ``token`` is the job comment the script carries, which identifies this submission.
-        """
-        for attempt in self.commands.retrying():
-            with attempt:
-                if attempt.retry_state.attempt_number > 1 and token:
-                    existing = self._find_submitted(spec.name, token)
-                    if existing:
-                        log.info("job %s was submitted before the answer was lost", existing)
-                        return existing
-                result = self.transport.run(cli.sbatch(), stdin=script)
-                if not result.ok:
-                    raise _submit_error(result)
-                return parse.parse_submit(result.stdout)
-        raise AssertionError("unreachable: tenacity reraises the last error")
+        """sbatch the script; ``token`` is the job comment that identifies this submission."""
+        return self.commands.submit(
+            cli.sbatch(),
+            script,
+            token=token,
+            parse=parse.parse_submit,
+            find_existing=lambda wanted: self._find_submitted(spec.name, wanted),
+        )
 
     def status(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
         """One squeue call; sacct only for jobs squeue no longer lists or lacks exit codes for."""
@@ -135,27 +119,6 @@ class SlurmBackend:
         result = self.commands.run(cli.squeue_by_name(name), missing_ok=True)
         comments = parse.parse_comments(result.stdout) if result.ok else {}
         return next((job_id for job_id, comment in comments.items() if comment == token), None)
-
-
-def _command_error(result: CommandResult) -> SchedulerError:
-    message = result.stderr.strip() or result.stdout.strip()
-    command = result.argv[0]
-    kind: type[SchedulerError] = SchedulerError
-    summary = f"{command} failed with exit code {result.returncode}"
-    if any(text in message for text in _TRANSIENT_MESSAGES):
-        kind, summary = SchedulerUnavailable, f"{command}: the Slurm controller is unavailable"
-    elif any(text in message for text in _NOT_FOUND_MESSAGES):
-        kind, summary = JobNotFound, f"{command}: no such job ({' '.join(result.argv[1:])})"
-    return kind(summary, argv=result.argv, returncode=result.returncode, stderr=message)
-
-
-def _submit_error(result: CommandResult) -> SchedulerError:
-    error = _command_error(result)
-    if error.transient:
-        return error
-    field = next((f for text, f in _SUBMIT_FIELDS.items() if text in error.stderr), None)
-    what = f"sbatch refused the job ({field})" if field else "sbatch refused the job"
-    return SubmitError(what, argv=error.argv, returncode=error.returncode, stderr=error.stderr)
 
 
 def _merge(live: JobInfo | None, accounted: JobInfo) -> JobInfo:
