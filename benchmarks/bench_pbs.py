@@ -122,6 +122,7 @@ def main() -> None:
         config["user_home"] = str(home / "jobhome")
         Home(home).update_config(config)
         os.environ["PBS_EMULATOR_HOME"] = str(home)
+        os.chdir(home / "jobhome")  # PBS writes the jobs' .o/.e files to the submit folder
         # The emulator's commands are python3 scripts; a real interpreter first on PATH keeps
         # version-manager shims (~200 ms each) out of every command.
         python_dir = home / "python"
