@@ -18,9 +18,6 @@ from hpcbridge.models import JobState
 
 # A value runs to the next space unless it is double-quoted (job names with spaces).
 _PAIR = re.compile(r'(\S+?)=("[^"]*"|\S*)')
-# Records that say nothing about how much a job ran (a: qalter, z/r: suspend and resume
-# marks, Q: queued) are read but make no attempt of their own.
-_DELETED_STATE = JobState.CANCELLED
 
 
 @dataclass(frozen=True)
@@ -100,7 +97,11 @@ def read_records(lines: Iterable[str]) -> Iterator[AccountingRecord]:
 
 
 def attempts(records: Iterable[AccountingRecord]) -> Iterator[Attempt]:
-    """One Attempt per run, in the order runs end; unfinished runs come last, as RUNNING."""
+    """One Attempt per run, in the order runs end; unfinished runs come last, as RUNNING.
+
+    Records that say nothing about how much a job ran (Q queued, a qalter, z/r suspend and
+    resume) are read but make no attempt of their own.
+    """
     running: dict[str, Attempt] = {}
     runs: dict[str, int] = {}
     deleted: set[str] = set()
@@ -119,7 +120,7 @@ def attempts(records: Iterable[AccountingRecord]) -> Iterator[Attempt]:
             if job_id in running:
                 deleted.add(job_id)  # its E record follows once the job is killed
             else:
-                never_ran = _attempt(record, runs.get(job_id, 0) + 1, _DELETED_STATE)
+                never_ran = _attempt(record, runs.get(job_id, 0) + 1, JobState.CANCELLED)
                 never_ran.end = _utc(record.stamp)
                 yield never_ran
     yield from running.values()
