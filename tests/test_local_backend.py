@@ -22,7 +22,7 @@ import pytest
 from hpcbridge import Cluster, JobInfo, JobNotFound, JobSpec, JobState, SchedulerError, SubmitError
 from hpcbridge.backends import local_store as st
 from hpcbridge.backends.local import LocalBackend
-from hpcbridge.backends.local_runner import expand_pattern
+from hpcbridge.backends.local_rules import expand_pattern
 from hpcbridge.transports import FakeTransport
 
 pytestmark = pytest.mark.timeout(60)

@@ -39,8 +39,6 @@ if __name__ == "__main__" and len(sys.argv) == 2 and sys.argv[1] != "--foregroun
     _detach(os.path.join(sys.argv[1], "runner.log"))
 
 import contextlib
-import pwd
-import re
 import select
 import signal
 import subprocess
@@ -53,16 +51,13 @@ from types import FrameType
 from typing import IO
 
 from hpcbridge.backends import local_store as st
+from hpcbridge.backends.local_rules import dependency_verdict, output_paths, singleton_blocked
 
 # SIGTERM first, SIGKILL this long after (Slurm's KillWait, 30 s by default, shortened).
 KILL_GRACE_S = 2.0
 # Pending tasks are re-checked quickly at first, then less often while nothing changes.
 POLL_MIN_S = 0.05
 POLL_MAX_S = 1.0
-# sbatch(1) "filename pattern": %% %A %a %j %N %u %x, with optional zero-padding width.
-_PATTERN = re.compile(r"%(\d*)([%AajNux])")
-# What sbatch substitutes for %a in a job that is not an array (NO_VAL).
-_NO_ARRAY_INDEX = "4294967294"
 
 
 def log(message: str) -> None:
@@ -398,77 +393,6 @@ def _popen(
         stderr=stderr,
         start_new_session=True,
     )
-
-
-def output_paths(meta: st.JobMeta, record: st.Record) -> tuple[Path, Path | None]:
-    """stdout and stderr files (stderr None: joined), patterns expanded, under the workdir."""
-    index = record["index"]
-    default = "hpcbridge-%A_%a.out" if index is not None else "hpcbridge-%j.out"
-    values = {
-        "A": str(record["job"]),
-        "a": _NO_ARRAY_INDEX if index is None else str(index),
-        "j": record["id"],
-        "N": os.uname().nodename,
-        "u": pwd.getpwuid(os.getuid()).pw_name,
-        "x": meta["name"],
-    }
-    workdir = Path(meta["workdir"])
-    stdout = workdir / expand_pattern(meta["stdout"] or default, values)
-    stderr = workdir / expand_pattern(meta["stderr"], values) if meta["stderr"] else None
-    return stdout, stderr
-
-
-def expand_pattern(pattern: str, values: dict[str, str]) -> str:
-    """Replace sbatch's %-codes; ``%3a`` pads the index to three digits."""
-
-    def replace(match: re.Match[str]) -> str:
-        width, code = match.groups()
-        if code == "%":
-            return "%"
-        return values[code].zfill(int(width)) if width else values[code]
-
-    return _PATTERN.sub(replace, pattern)
-
-
-def dependency_verdict(store: st.Store, depends: list[list[str]]) -> str:
-    """ "ok", "wait" or "never" for the job's dependencies (all must hold, as with ',').
-
-    The rules are slurmctld's (job_scheduler.c, _test_job_dependency_common): a whole array
-    counts as finished when every task has, "ok" means every task COMPLETED, and a job that
-    no longer exists lifts the dependency.
-    """
-    verdicts = {_one_verdict(store, condition, job) for condition, job in depends}
-    return next((v for v in ("never", "wait") if v in verdicts), "ok")
-
-
-def _one_verdict(store: st.Store, condition: str, job: str) -> str:
-    if condition == "singleton":
-        return "ok"  # decided at start time, under the name lock
-    states = [st.effective(member)["state"] for member in store.members(job)]
-    if condition == "after":
-        return "ok" if st.PENDING not in states else "wait"
-    if not all(state in st.TERMINAL for state in states):
-        return "wait"
-    all_ok = all(state == st.COMPLETED for state in states)
-    if condition == "afterok":
-        return "ok" if all_ok else "never"
-    if condition == "afternotok":
-        return "never" if all_ok else "ok"
-    return "ok"  # afterany
-
-
-def singleton_blocked(store: st.Store, record: st.Record) -> bool:
-    """slurmctld's _find_singleton_job: a same-named job runs, or one queued earlier waits."""
-    mine = (record["job"], record["index"] if record["index"] is not None else -1)
-    for job in store.jobs_named(record["name"]):
-        for other in store.members(str(job)):
-            if other["id"] == record["id"] or other["name"] != record["name"]:
-                continue
-            state = st.effective(other)["state"]
-            key = (other["job"], other["index"] if other["index"] is not None else -1)
-            if state == st.RUNNING or (state == st.PENDING and key < mine):
-                return True
-    return False
 
 
 def _raise_exit(signum: int, frame: FrameType | None) -> None:
