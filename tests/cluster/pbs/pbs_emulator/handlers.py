@@ -127,15 +127,20 @@ def delete(st: ServerState, req: Request) -> dict[str, Any]:
     return for_each(st, req, action, pending_action)
 
 
+def _check_hold_change(st: ServerState, job: Job, req: Request, types: str) -> None:
+    """qhold and qrls alike: the owner's job, not finished; o and s holds are managers'."""
+    check_owner(st, job, req)
+    if job.finished:
+        raise PbsError(errors.HISTJOBID)
+    if any(t in "os" for t in types) and not st.is_manager(req["user"]):
+        raise PbsError(errors.PERM)
+
+
 def hold(st: ServerState, req: Request) -> dict[str, Any]:
     types = req.get("types") or "u"
 
     def action(job: Job) -> None:
-        check_owner(st, job, req)
-        if job.finished:
-            raise PbsError(errors.HISTJOBID)
-        if any(t in "os" for t in types) and not st.is_manager(req["user"]):
-            raise PbsError(errors.PERM)
+        _check_hold_change(st, job, req, types)
         now = time.time()
         job.hold = "".join(sorted(set(job.hold + types.replace("n", ""))))
         st.logs.server_log(job.id, f"Holds {types} set at request of {requestor(req)}")
@@ -151,11 +156,7 @@ def release(st: ServerState, req: Request) -> dict[str, Any]:
     types = req.get("types") or "u"
 
     def action(job: Job) -> None:
-        check_owner(st, job, req)
-        if job.finished:
-            raise PbsError(errors.HISTJOBID)
-        if any(t in "os" for t in types) and not st.is_manager(req["user"]):
-            raise PbsError(errors.PERM)
+        _check_hold_change(st, job, req, types)
         now = time.time()
         removable = set(types) - ({"s"} if lifecycle.pending_deps(job) else set())
         job.hold = "".join(c for c in job.hold if c not in removable)
