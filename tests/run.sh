@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: a virtualenv with the dev extras, the real Slurm test
-# cluster (installed with apt and started if needed: run as root), lint, types, then pytest
-# with coverage. Extra arguments go to pytest (e.g. tests/run.sh -k contract).
+# The whole test suite, as CI runs it: a virtualenv with the dev extras, the test services
+# (the real Slurm cluster, a loopback sshd, PostgreSQL: installed with apt and started if
+# needed, so run as root), lint, types, then pytest with coverage. Extra arguments go to
+# pytest (e.g. tests/run.sh -k contract).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -12,8 +13,10 @@ make_venv dev
 
 if [[ $(id -u) -eq 0 ]]; then
     bash tests/cluster/slurm-up.sh
+    bash tests/cluster/sshd-up.sh
+    bash tests/cluster/postgres-up.sh
 else
-    echo "not root: using Slurm only if it is already running (tests/cluster/slurm-up.sh)" >&2
+    echo "not root: using Slurm, sshd and PostgreSQL only if already running (tests/cluster/)" >&2
 fi
 
 echo "== ruff" && .venv/bin/ruff check hpcbridge tests benchmarks examples
