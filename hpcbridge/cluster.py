@@ -10,7 +10,7 @@ from types import TracebackType
 from typing import Any
 
 from hpcbridge.backends.base import Backend
-from hpcbridge.errors import JobNotFound, SpecError, WaitTimeout
+from hpcbridge.errors import ConfigError, JobNotFound, SpecError, WaitTimeout
 from hpcbridge.models import Dependency, JobInfo, JobSpec
 from hpcbridge.rendering import Renderer
 from hpcbridge.site import SiteConfig
@@ -22,6 +22,23 @@ _FIRST_POLL_S = 0.25
 _MAX_POLL_S = 10.0
 # A job just submitted may take a moment to show up; this many empty polls are forgiven.
 _MISSING_POLLS_FORGIVEN = 5
+
+
+def make_transport(site: SiteConfig) -> Transport:
+    """How the site's scheduler commands are run: here, or on a login node over SSH."""
+    config = site.transport
+    if config.kind == "local":
+        return LocalTransport(config.command_timeout)
+    try:  # paramiko is an optional extra, and slow to import: only SSH sites load it
+        from hpcbridge.transports.ssh import SshTransport
+    except ModuleNotFoundError as exc:
+        if exc.name != "paramiko":
+            raise
+        raise ConfigError(
+            f"site {site.name} reaches its cluster over SSH, which needs paramiko: "
+            "pip install 'hpcbridge[ssh]'"
+        ) from exc
+    return SshTransport(config)
 
 
 def make_backend(site: SiteConfig, transport: Transport) -> Backend:
@@ -56,7 +73,7 @@ class Cluster:
         backend: Backend | None = None,
     ) -> None:
         self.site = site
-        self.transport = transport or LocalTransport(site.transport.command_timeout)
+        self.transport = transport or make_transport(site)
         self.backend = backend or make_backend(site, self.transport)
         self.renderer = Renderer(site.template_dir)
         self._ids_by_name: dict[str, str] = {}

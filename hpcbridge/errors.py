@@ -10,7 +10,9 @@ may succeed::
     ├── SpecError                       a job spec is invalid (field and value named)
     ├── RenderError                     a template failed to render
     ├── TransportError                  a command could not be run at all
-    │   └── CommandTimeout              it ran past its timeout (transient)
+    │   ├── CommandTimeout              it ran past its timeout (transient)
+    │   └── TransportUnavailable        the remote host is unreachable or the connection
+    │                                   dropped (transient)
     ├── SchedulerError                  the scheduler answered with an error
     │   ├── SchedulerUnavailable        controller down or busy (transient)
     │   ├── SubmitError                 the scheduler refused a submission
@@ -51,6 +53,16 @@ class CommandTimeout(TransportError):
     transient = True
 
 
+class TransportUnavailable(TransportError):
+    """The connection to a remote host could not be made, or dropped; reconnecting may work.
+
+    A command cut off this way may or may not have run, so only commands that are safe to
+    repeat are retried blindly; a submission first asks the scheduler for its token.
+    """
+
+    transient = True
+
+
 class SchedulerError(HpcBridgeError):
     """A scheduler command exited non-zero; keeps the command and its own message."""
 
@@ -87,3 +99,4 @@ class WaitTimeout(HpcBridgeError):
     """Jobs were still unfinished when wait() gave up."""
 
     transient = True
+

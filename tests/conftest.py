@@ -1,24 +1,37 @@
 """Shared fixtures, and the rule for service-backed tests.
 
-A test marked ``slurm`` needs the real test cluster (tests/cluster/slurm-up.sh). Outside CI a
-missing cluster skips such tests with the reason; with CI=true it fails them instead, so a
-green CI run always means the Slurm tests ran.
+A test marked ``slurm`` needs the real test cluster (tests/cluster/slurm-up.sh), one marked
+``ssh`` the loopback sshd (tests/cluster/sshd-up.sh). Outside CI a missing service skips such tests with
+the reason; with CI=true it fails them instead, so a green CI run always means those tests ran.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import shutil
+import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from hpcbridge import Cluster
+from hpcbridge import Cluster, SiteConfig
+from hpcbridge.site import SshTransportConfig
+
+if TYPE_CHECKING:
+    from hpcbridge.transports.ssh import SshTransport
 
 SLURM_SITE = "test-slurm"
+# The servers of tests/cluster/sshd-up.sh: a login node, and a gateway (jump host) before it.
+SSHD_DIR = Path("/var/lib/hpcbridge-test/sshd")
+SSHD_PORT = 2222
+GATEWAY_PORT = 2223
+SSH_SITE = "test-slurm-ssh"
 
 pytest_plugins = ["pbs_plugin"]
 
@@ -34,13 +47,33 @@ def slurm_problem() -> str | None:
     return None
 
 
+@functools.cache
+def ssh_problem() -> str | None:
+    """Why the loopback sshd of tests/cluster/sshd-up.sh cannot be used, or None when it answers."""
+    if importlib.util.find_spec("paramiko") is None:
+        return "paramiko is not installed (pip install -e '.[dev]')"
+    key = SSHD_DIR / "client_key"
+    if not os.access(key, os.R_OK):
+        return f"{key} is missing or unreadable (run tests/cluster/sshd-up.sh as root)"
+    try:
+        with socket.create_connection(("127.0.0.1", SSHD_PORT), timeout=3) as sock:
+            banner = sock.recv(64)
+    except OSError as exc:
+        return f"no sshd on 127.0.0.1:{SSHD_PORT} ({exc}); run tests/cluster/sshd-up.sh"
+    if not banner.startswith(b"SSH-2.0-"):
+        return f"127.0.0.1:{SSHD_PORT} is not an SSH server (it said {banner!r})"
+    return None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.environ.get("CI", "").lower() == "true":
-        return  # never skip in CI: a missing cluster must fail the Slurm tests
+        return  # never skip in CI: a missing service must fail the tests that need it
+    problems = {"slurm": slurm_problem, "ssh": ssh_problem}
     for item in items:
-        problem = slurm_problem() if "slurm" in item.keywords else None
-        if problem:
-            item.add_marker(pytest.mark.skip(reason=problem))
+        for marker, problem_of in problems.items():
+            problem = problem_of() if marker in item.keywords else None
+            if problem:
+                item.add_marker(pytest.mark.skip(reason=problem))
 
 
 @pytest.fixture
@@ -75,3 +108,53 @@ def pbs_reference() -> Path:
             pytest.fail(f"CI=true but {folder} is missing")
         pytest.skip(f"{folder} is not here (it sits beside the repository in CI)")
     return folder
+
+
+@dataclass(frozen=True)
+class LoopbackSshd:
+    """Where tests/cluster/sshd-up.sh put its servers, keys and unprivileged test user."""
+
+    folder: Path = SSHD_DIR
+    port: int = SSHD_PORT
+    gateway_port: int = GATEWAY_PORT
+    user: str = "hpcbridge-user"
+    user_home: Path = Path("/var/lib/hpcbridge-test/home")
+
+
+@pytest.fixture
+def sshd() -> LoopbackSshd:
+    """The loopback sshd's facts (the ``ssh`` marker makes sure it runs)."""
+    return LoopbackSshd()
+
+
+@pytest.fixture
+def ssh_settings() -> SshTransportConfig:
+    """How test-slurm-ssh reaches the loopback sshd, as root; tests copy it with changes."""
+    transport = SiteConfig.load(SSH_SITE).transport
+    assert isinstance(transport, SshTransportConfig)
+    return transport
+
+
+@pytest.fixture
+def ssh_transport(ssh_settings: SshTransportConfig) -> Iterator[SshTransport]:
+    """An SSH transport of this test's own to the loopback sshd."""
+    from hpcbridge.transports.ssh import SshTransport
+
+    transport = SshTransport(ssh_settings)
+    yield transport
+    transport.close()
+
+
+@pytest.fixture
+def sshd_session_pid() -> Callable[[SshTransport], int]:
+    """The pid of the sshd process serving a transport's connection (a root login).
+
+    SIGKILL to it ends the connection the way a crash or a cut cable would, and touches no
+    other test's connection. Root's session runs in that one process, and the remote
+    shell's parent is it (bash execs a lone ``sh -c``).
+    """
+
+    def session_pid(transport: SshTransport) -> int:
+        return int(transport.run(["sh", "-c", "echo $PPID"]).stdout)
+
+    return session_pid

@@ -67,6 +67,7 @@ def _pbs_site(json_output: bool) -> SiteConfig:
     params=[
         "local",
         pytest.param("slurm", marks=pytest.mark.slurm),
+        pytest.param("slurm-ssh", marks=[pytest.mark.slurm, pytest.mark.ssh]),
         pytest.param("pbs-json", marks=pytest.mark.pbs),
         pytest.param("pbs-text", marks=pytest.mark.pbs),
     ]
@@ -75,9 +76,11 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]
     if request.param == "local":
         with Cluster.local(state_dir=tmp_path / "state") as cluster:
             yield Harness(cluster, "local", lambda job_id: None)
-    elif request.param == "slurm":
-        with Cluster.from_site("test-slurm") as cluster:
-            yield Harness(cluster, "slurm", _slurm_release_requeued)
+    elif request.param.startswith("slurm"):
+        # slurm-ssh: the same Slurm, every command through the loopback sshd (test-slurm-ssh).
+        site = "test-slurm" if request.param == "slurm" else "test-slurm-ssh"
+        with Cluster.from_site(site) as cluster:
+            yield Harness(cluster, request.param, _slurm_release_requeued)
     else:
         json_output = request.param == "pbs-json"
         emulator = request.getfixturevalue("pbs_emulator")
