@@ -10,28 +10,18 @@ job this creates is cancelled at the end. Run by hand; this is not a timed test.
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+
+from timing import median_of
 
 from hpcbridge import Cluster, JobSpec, LocalTransport, RecordingTransport, SiteConfig
 from hpcbridge.backends.slurm import cli
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def timed(action: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    action()
-    return time.perf_counter() - started
-
-
-def median_of(runs: int, action: Callable[[], object]) -> float:
-    return statistics.median(timed(action) for _ in range(runs))
 
 
 def pending_spec(name: str) -> JobSpec:

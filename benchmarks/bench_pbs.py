@@ -16,7 +16,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from hpcbridge import Cluster, LocalTransport, RecordingTransport, SiteConfig
@@ -29,15 +28,7 @@ sys.path.insert(0, str(EMULATOR.parent.parent))
 from pbs_emulator import admin  # noqa: E402
 from pbs_emulator.home import Home, short_hostname  # noqa: E402
 from pbs_plugin import default_config  # noqa: E402
-
-
-def median_of(runs: int, action: Callable[[], object]) -> float:
-    timings = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        action()
-        timings.append(time.perf_counter() - started)
-    return statistics.median(timings)
+from timing import median_of  # noqa: E402
 
 
 def submit_held(count: int) -> list[str]:

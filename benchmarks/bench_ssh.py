@@ -17,8 +17,9 @@ import argparse
 import shlex
 import subprocess
 import time
-from collections.abc import Callable
 from datetime import datetime, timedelta
+
+from timing import timed
 
 from hpcbridge import Cluster, JobSpec, RecordingTransport, SiteConfig
 from hpcbridge.backends.slurm import cli
@@ -27,12 +28,6 @@ from hpcbridge.transports.ssh import SshTransport
 
 SSHD_DIR = "/var/lib/hpcbridge-test/sshd"
 USERS = ("root", "hpcbridge-user")
-
-
-def timed(action: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    action()
-    return time.perf_counter() - started
 
 
 def pending_spec(name: str) -> JobSpec:

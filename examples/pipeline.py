@@ -9,18 +9,25 @@ or on any configured site, unchanged:
     python examples/pipeline.py --site test-slurm
 
 Stages are chained with the scheduler's own dependencies (afterok), so once submitted the
-pipeline would finish even if this script exited; here it waits and prints what happened.
+pipeline would finish even if this script exited; here it waits, prints what happened, then
+syncs the site's accounting into the ledger (a private SQLite file unless --ledger or
+$HPCBRIDGE_LEDGER names another) and prints what the pipeline used.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from hpcbridge import Cluster, JobSpec
+from hpcbridge.ledger.reports import usage_report
+from hpcbridge.ledger.store import Ledger, default_ledger_url
+from hpcbridge.ledger.sync import sources_for, sync
 
 PREPARE = "seq 1 4 > inputs.txt && echo prepared $(wc -l < inputs.txt) inputs"
 SIMULATE = """\
@@ -45,10 +52,26 @@ def job_order(job_id: str) -> tuple[int, int]:
     return int(match.group(1)), int(task) if task else -1
 
 
+def account_for(cluster: Cluster, url: str | None, began: datetime) -> str:
+    """Sync the site's accounting into the ledger; what the jobs since ``began`` used."""
+    site = cluster.site
+    name = site.cluster_name or site.name
+    url = url or os.environ.get("HPCBRIDGE_LEDGER") or default_ledger_url()
+    with Ledger.open(url) as ledger:
+        result = sync(ledger, name, site.scheduler, sources_for(site, cluster.transport))
+        used = usage_report(ledger, ["user"], began, datetime.now(UTC), cluster=name).total
+    return (
+        f"ledger {url}: sync {result.status}, {result.rows} attempts written; "
+        f"jobs started since the pipeline began: {used.jobs}, "
+        f"{used.core_hours * 3600:.1f} core-seconds"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--site", default="local", help="site name or YAML path")
     parser.add_argument("--workdir", help="where jobs write (default: a new temporary folder)")
+    parser.add_argument("--ledger", help="ledger database URL (default: the private SQLite one)")
     args = parser.parse_args()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="hpcbridge-demo-")).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -67,6 +90,7 @@ def main() -> int:
         )
 
     started = time.monotonic()
+    began = datetime.now(UTC).replace(microsecond=0)
     with Cluster.from_site(args.site) as cluster:
         prepare = cluster.submit(stage("prepare", PREPARE))
         simulate = cluster.submit(
@@ -85,6 +109,7 @@ def main() -> int:
         )
         finished = cluster.wait([prepare, simulate, summarize], timeout=600)
         everything = cluster.status([prepare, simulate, summarize])
+        accounted = account_for(cluster, args.ledger, began)
 
     submitted = min(info.submit_time for info in everything.values() if info.submit_time)
     print(f"\n{'job':<8} {'name':<10} {'state':<10} {'exit':>4} {'started':>8} {'ran':>6}")
@@ -102,6 +127,7 @@ def main() -> int:
     summary = next(workdir.glob("summarize-*.out"), None)
     if summary is not None:
         print(summary.read_text().strip())
+    print(accounted)
     return 0 if all(info.state.value == "COMPLETED" for info in finished.values()) else 1
 
 

@@ -1,27 +1,29 @@
 """The ``hpcbridge`` command.
 
-Only click is imported at start-up; the job model, Rich and every backend load inside the
-command that needs them, so ``hpcbridge --help`` stays fast.
-
-Exit codes (also in ``hpcbridge --help``):
-  0  success
-  1  a job ended in a state other than COMPLETED (submit --wait, wait)
-  2  bad command-line usage
-  3  invalid job file, site config or template
-  4  the scheduler refused the request or does not know the job
-  5  the scheduler or the transport could not be reached
-  6  --wait gave up before the jobs finished
+Only click is imported at start-up; the job model, Rich, SQLAlchemy and every backend load
+inside the command that needs them, so ``hpcbridge --help`` stays fast. Exit codes are listed
+in hpcbridge.cli_support and in ``hpcbridge --help``.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import click
+
+from hpcbridge.cli_ledger import ledger, report
+from hpcbridge.cli_support import (
+    EPILOG,
+    EXIT_JOB_FAILED,
+    JSON_OPTION,
+    SITE_OPTION,
+    Command,
+    echo_json,
+    reports_errors,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -29,52 +31,10 @@ if TYPE_CHECKING:
     from hpcbridge.cluster import Cluster
     from hpcbridge.models import JobInfo
 
-EXIT_JOB_FAILED = 1
-EXIT_INVALID = 3
-EXIT_SCHEDULER = 4
-EXIT_UNREACHABLE = 5
-EXIT_WAIT_TIMEOUT = 6
-
-_EPILOG = """Exit codes: 0 success; 1 a job did not complete; 2 usage error; 3 invalid job file,
-site config or template; 4 the scheduler refused or does not know the job; 5 scheduler or
-transport unreachable; 6 --wait timed out."""
-
-Command = TypeVar("Command", bound=Callable[..., Any])
-
-
-def _exit_code_for(error: Exception) -> int:
-    from hpcbridge import errors
-
-    if isinstance(error, errors.ConfigError | errors.SpecError | errors.RenderError):
-        return EXIT_INVALID
-    if isinstance(error, errors.WaitTimeout):
-        return EXIT_WAIT_TIMEOUT
-    if isinstance(error, errors.TransportError | errors.SchedulerUnavailable):
-        return EXIT_UNREACHABLE
-    return EXIT_SCHEDULER
-
 
 def _site_options(command: Command) -> Command:
     """--site and --json on every verb, turning hpcbridge errors into documented exit codes."""
-
-    @click.option(
-        "--site",
-        default=lambda: os.environ.get("HPCBRIDGE_SITE", "local"),
-        show_default="$HPCBRIDGE_SITE or local",
-        help="A site name from site_configs/ or ~/.config/hpcbridge/sites/, or a YAML path.",
-    )
-    @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from hpcbridge.errors import HpcBridgeError
-
-        try:
-            return command(*args, **kwargs)
-        except HpcBridgeError as error:
-            click.echo(f"error: {error}", err=True)
-            sys.exit(_exit_code_for(error))
-
-    return wrapper  # type: ignore[return-value]
+    return SITE_OPTION(JSON_OPTION(reports_errors(command)))
 
 
 def _open(site: str) -> Cluster:
@@ -83,7 +43,7 @@ def _open(site: str) -> Cluster:
     return Cluster.from_site(site)
 
 
-@click.group(epilog=_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="hpcbridge")
 def main() -> None:
     """Drive Slurm, PBS (and the local backend) from one typed job model."""
@@ -99,7 +59,7 @@ def render(job_file: str, site: str, as_json: bool) -> None:
     with _open(site) as cluster:
         script = cluster.render(JobSpec.from_yaml(job_file))
     if as_json:
-        _echo_json({"script": script})
+        echo_json({"script": script})
     else:
         click.echo(script, nl=False)
 
@@ -120,7 +80,7 @@ def submit(
         _remember(cluster.site.name, [job_id])
         if not wait_for_end:
             if as_json:
-                _echo_json({"job_id": job_id})
+                echo_json({"job_id": job_id})
             else:
                 click.echo(job_id)
             return
@@ -165,13 +125,17 @@ def _job_verb(verb: str, summary: str) -> None:
         with _open(site) as cluster:
             getattr(cluster, verb)(list(job_ids))
         if as_json:
-            _echo_json({verb: list(job_ids)})
+            echo_json({verb: list(job_ids)})
 
 
 _job_verb("cancel", "Cancel")
 _job_verb("hold", "Hold (keep from starting)")
 _job_verb("release", "Release held")
 _job_verb("requeue", "Requeue (stop and run again)")
+
+
+main.add_command(ledger)
+main.add_command(report)
 
 
 @main.group()
@@ -187,7 +151,7 @@ def site_check(site: str, as_json: bool) -> None:
         answer = cluster.check()
         config = cluster.site
     if as_json:
-        _echo_json({"site": config.name, "scheduler": config.scheduler, "answer": answer})
+        echo_json({"site": config.name, "scheduler": config.scheduler, "answer": answer})
     else:
         click.echo(f"site {config.name}: config valid, {config.scheduler} answered: {answer}")
 
@@ -206,7 +170,7 @@ def site_list() -> None:
 def _show(infos: Iterable[JobInfo], as_json: bool) -> None:
     rows = list(infos)
     if as_json:
-        _echo_json([info.model_dump(mode="json") for info in rows])
+        echo_json([info.model_dump(mode="json") for info in rows])
         return
     from rich.console import Console
     from rich.table import Table
@@ -226,12 +190,6 @@ def _show(infos: Iterable[JobInfo], as_json: bool) -> None:
             info.reason or "",
         )
     Console(soft_wrap=True).print(table)
-
-
-def _echo_json(data: Any) -> None:
-    import json
-
-    click.echo(json.dumps(data, indent=2))
 
 
 def _history_file(site_name: str) -> Path:

@@ -17,7 +17,9 @@ may succeed::
     │   ├── SchedulerUnavailable        controller down or busy (transient)
     │   ├── SubmitError                 the scheduler refused a submission
     │   └── JobNotFound                 the scheduler does not know the job id
-    └── WaitTimeout                     jobs did not finish within wait()'s timeout
+    ├── WaitTimeout                     jobs did not finish within wait()'s timeout
+    ├── LedgerError                     the ledger database cannot be opened, migrated or written
+    └── TraceError                      an imported trace is malformed (line and field named)
 """
 
 from __future__ import annotations
@@ -100,3 +102,10 @@ class WaitTimeout(HpcBridgeError):
 
     transient = True
 
+
+class LedgerError(HpcBridgeError):
+    """The accounting ledger cannot be opened, migrated, read or written."""
+
+
+class TraceError(HpcBridgeError, ValueError):
+    """A workload trace or accounting log given to the ledger is not in its format."""

@@ -115,6 +115,34 @@ class PbsOptions(_Config):
     gpu_type_resource: Token | None = None
 
 
+class LedgerOptions(_Config):
+    """How ``hpcbridge ledger sync`` reads this cluster's accounting.
+
+    Durations are Slurm-style ("1-00:00:00", "30:00") or seconds. ``window`` bounds what one
+    sacct call asks slurmdbd for; ``overlap`` re-reads the end of the last sync, for records
+    written late; ``first_sync`` is how far back a new ledger starts.
+    """
+
+    window: Walltime = 86_400
+    overlap: Walltime = 3_600
+    first_sync: Walltime = 30 * 86_400
+    pbs_source: Literal["log", "qstat"] = "log"
+    pbs_accounting_dir: str = "/var/spool/pbs/server_priv/accounting"
+    pbs_server_timezone: str | None = None  # the zone PBS's log stamps and file names are in
+
+    @field_validator("pbs_server_timezone")
+    @classmethod
+    def _known_zone(cls, name: str | None) -> str | None:
+        if name is not None:
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                ZoneInfo(name)
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                raise ValueError(f"{name!r} is not an IANA time zone name") from exc
+        return name
+
+
 class SiteConfig(_Config):
     """How to drive one cluster."""
 
@@ -129,6 +157,7 @@ class SiteConfig(_Config):
     state_dir: Path | None = None
     submit_retries: int = Field(4, ge=1, le=20)
     pbs: PbsOptions = PbsOptions()
+    ledger: LedgerOptions = LedgerOptions()
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> SiteConfig:

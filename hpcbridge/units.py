@@ -59,11 +59,18 @@ def parse_memory(text: str | int) -> int:
     """Megabytes in a memory size such as "8G" or "512M"; a bare number means megabytes."""
     if isinstance(text, int):
         return text
-    match = _MEMORY_FORM.match(text.strip())
-    if not match:
-        raise ValueError(f"{text!r} is not a memory size; use a number with K, M, G or T")
-    number, unit = float(match.group(1)), match.group(2).upper()
-    megabytes = number * _MEGABYTES_PER_UNIT[unit]
+    megabytes = memory_megabytes(text)
     if megabytes < 1:
         raise ValueError(f"{text!r} is less than one megabyte")
     return int(megabytes)
+
+
+def memory_megabytes(text: str) -> float:
+    """Megabytes, fractions kept, in a measured size such as sacct's "3104K" or "1.50G".
+
+    Unlike parse_memory (for requests), sizes under a megabyte and zero are valid here.
+    """
+    match = _MEMORY_FORM.match(text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a memory size; use a number with K, M, G or T")
+    return float(match.group(1)) * _MEGABYTES_PER_UNIT[match.group(2).upper()]

@@ -1,7 +1,8 @@
 """Shared fixtures, and the rule for service-backed tests.
 
 A test marked ``slurm`` needs the real test cluster (tests/cluster/slurm-up.sh), one marked
-``ssh`` the loopback sshd (tests/cluster/sshd-up.sh). Outside CI a missing service skips such tests with
+``postgres`` the PostgreSQL test server (tests/cluster/postgres-up.sh), one marked ``ssh`` the
+loopback sshd (tests/cluster/sshd-up.sh). Outside CI a missing service skips such tests with
 the reason; with CI=true it fails them instead, so a green CI run always means those tests ran.
 """
 
@@ -33,7 +34,7 @@ SSHD_PORT = 2222
 GATEWAY_PORT = 2223
 SSH_SITE = "test-slurm-ssh"
 
-pytest_plugins = ["pbs_plugin"]
+pytest_plugins = ["pbs_plugin", "ledger_plugin"]
 
 
 @functools.cache
@@ -68,7 +69,9 @@ def ssh_problem() -> str | None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.environ.get("CI", "").lower() == "true":
         return  # never skip in CI: a missing service must fail the tests that need it
-    problems = {"slurm": slurm_problem, "ssh": ssh_problem}
+    from ledger_plugin import postgres_problem  # loaded (and assert-rewritten) as a plugin
+
+    problems = {"slurm": slurm_problem, "postgres": postgres_problem, "ssh": ssh_problem}
     for item in items:
         for marker, problem_of in problems.items():
             problem = problem_of() if marker in item.keywords else None

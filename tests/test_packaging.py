@@ -1,4 +1,5 @@
-"""A non-editable wheel carries templates and site configs and finds them from any folder."""
+"""A non-editable wheel carries templates, site configs and ledger migrations, and finds them
+from any folder."""
 
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ def test_wheel_ships_data_folders(wheel: Path) -> None:
     assert "hpcbridge/_data/templates/slurm/job.sh.j2" in names
     assert "hpcbridge/_data/templates/common/body.sh.j2" in names
     assert "hpcbridge/_data/site_configs/local.yaml" in names
+    assert "hpcbridge/_data/accounting/migrations/env.py" in names
+    assert any(name.startswith("hpcbridge/_data/accounting/migrations/versions/") for name in names)
 
 
 def test_installed_wheel_renders_from_another_folder(wheel: Path, tmp_path: Path) -> None:
@@ -64,6 +67,7 @@ def test_installed_wheel_renders_from_another_folder(wheel: Path, tmp_path: Path
         "import hpcbridge, hpcbridge.resources as r; print(hpcbridge.__file__); "
         "print(r.data_dir('templates')); "
         "from hpcbridge import Cluster, JobSpec; "
+        "from hpcbridge.ledger.store import Ledger; Ledger.open('sqlite:///ledger.sqlite'); "
         "print(Cluster.from_site('test-slurm').render(JobSpec.from_yaml('job.yaml')))"
     )
     env = {**os.environ, "PYTHONPATH": str(target)}
@@ -79,6 +83,7 @@ def test_installed_wheel_renders_from_another_folder(wheel: Path, tmp_path: Path
     assert module_file.startswith(str(target))
     assert templates == str(target / "hpcbridge" / "_data" / "templates")
     assert "#SBATCH --job-name=packaged" in script
+    assert (tmp_path / "ledger.sqlite").stat().st_size > 0  # migrated from the wheel's copy
 
 
 def test_public_api_matches_all() -> None:

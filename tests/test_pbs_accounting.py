@@ -65,3 +65,28 @@ def test_malformed_lines_are_skipped() -> None:
     )
     assert record is not None
     assert record.message.startswith("Job deleted")
+
+
+def test_numbers_from_run_count_and_deletions_from_their_q_record(pbs_reference: Path) -> None:
+    with (pbs_reference / "accounting_log_sample.txt").open() as log:
+        found = {
+            (a.job_id, a.attempt): a for a in accounting.attempts(accounting.read_records(log))
+        }
+    assert not [job_id for job_id, _ in found if "[]" in job_id]  # subjobs are the runs
+    assert found[("1.vm", 2)].number_known
+    aborted = found[("8.vm", 1)]  # A record: deleted because its parent failed, never ran
+    assert (aborted.state, aborted.name, aborted.queue) == (
+        JobState.CANCELLED,
+        "dep_child",
+        "workq",
+    )
+    assert aborted.eligible is None  # etime=0: never eligible
+    assert aborted.start is None
+
+
+def test_a_run_whose_job_is_not_in_view_is_numbered_by_guess() -> None:
+    log = LOG.splitlines()
+    running = attempts_of("\n".join(log[-1:]))  # 2.srv: an S record and nothing before it
+    assert [(a.job_id, a.attempt, a.number_known) for a in running] == [("2.srv", 1, False)]
+    ended = attempts_of("\n".join(log[3:6]))  # 1.srv from its R record on: run_count rules
+    assert [(a.attempt, a.number_known) for a in ended] == [(1, True), (2, True)]

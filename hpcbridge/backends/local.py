@@ -9,6 +9,7 @@ started and signalled through the transport like every other command hpcbridge r
 
 from __future__ import annotations
 
+import getpass
 import logging
 import os
 import shutil
@@ -146,7 +147,7 @@ class LocalBackend:
 
     def describe(self) -> str:
         """Where the records are and how many jobs they hold."""
-        return f"local backend: state in {self.store.root}, {self.store.job_count()} jobs"
+        return f"local backend: state in {self.store.root}, {len(self.store.job_numbers())} jobs"
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -304,6 +305,11 @@ def _meta(
         "requeue": spec.requeue,
         "token": token,
         "submit": st.now(),
+        # What the job was given, for the accounting ledger (Slurm allocates ntasks x cpus).
+        "user": getpass.getuser(),
+        "cpus": spec.resources.ntasks * spec.resources.cpus_per_task,
+        "gpus": spec.resources.gpus,
+        "memory_mb": spec.resources.memory,
     }
 
 

@@ -110,6 +110,10 @@ class JobMeta(TypedDict):
     requeue: bool | None
     token: str | None
     submit: float
+    user: str
+    cpus: int
+    gpus: int
+    memory_mb: int | None
 
 
 def task_id(job: int, index: int | None) -> str:
@@ -260,12 +264,14 @@ class Store:
         found = (read_json(f"{folder}{task}.json") for task in meta["tasks"])
         return [task for task in found if task is not None]
 
-    def job_count(self) -> int:
-        """How many jobs the store holds."""
+    def job_numbers(self) -> list[int]:
+        """Every job the store holds, in submission order."""
         try:
-            return sum(1 for entry in os.scandir(self.jobs) if entry.name.isdigit())
+            return sorted(
+                int(entry.name) for entry in os.scandir(self.jobs) if entry.name.isdigit()
+            )
         except FileNotFoundError:
-            return 0
+            return []
 
     def allocate_id(self) -> int:
         """The next free id; call with the global lock held."""

@@ -15,7 +15,7 @@ from hpcbridge.transports.base import Transport
 
 # Times in qstat's ctime-style strings come out in UTC, so parsers never guess the zone.
 UTC_ENV = {"TZ": "UTC"}
-_ERRORS = ErrorTable(
+ERRORS = ErrorTable(
     unavailable="the PBS server",
     # What PBS clients print when pbs_server cannot be reached or is busy (pbs_connect).
     transient=(
@@ -68,7 +68,7 @@ class PbsBackend:
             "finished jobs can no longer be queried"
         )
         self.gpu_type_resource = gpu_type_resource
-        self.commands = SchedulerCommands(transport, _ERRORS, attempts=attempts, backoff=backoff)
+        self.commands = SchedulerCommands(transport, ERRORS, attempts=attempts, backoff=backoff)
 
     def template_context(self, spec: JobSpec) -> dict[str, Any]:
         """Directive values in PBS's dialect; fields PBS cannot express are refused here."""

@@ -11,6 +11,7 @@ from typing import Any
 
 from hpcbridge.errors import SchedulerError
 from hpcbridge.models import JobInfo, JobState
+from hpcbridge.units import parse_duration
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ _HOLD_REASONS = {"u": "JobHeldUser", "o": "JobHeldAdmin", "p": "JobHeldAdmin", "
 _SUBMITTED_ID = re.compile(r"^\d+(\[\])?(\.\S+)?$")
 _SUBJOB_ID = re.compile(r"^(?P<base>\d+)\[(?P<index>\d+)\](?P<server>\..*)?$")
 _CTIME_FORMAT = "%a %b %d %H:%M:%S %Y"
+_SIZE = re.compile(r"^(\d+)([kmgtp]?)([bw]?)$", re.IGNORECASE)
+_SIZE_BYTES = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 
 
 def pbs_state(letter: str, exit_status: int | None, comment: str = "") -> JobState:
@@ -135,9 +138,10 @@ def job_info(job_id: str, attributes: Mapping[str, Any]) -> JobInfo:
     """One JobInfo from the attributes of either qstat format (PBS Pro or Torque names)."""
     letter = str(attributes.get("job_state", "?"))
     comment = str(attributes.get("comment", ""))
-    exit_status = _int(attributes.get("Exit_status", attributes.get("exit_status")))
+    exit_status = as_int(attributes.get("Exit_status", attributes.get("exit_status")))
     state = pbs_state(letter, exit_status, comment)
-    subjob = _SUBJOB_ID.match(job_id)
+    exit_code, exit_signal = exit_fields(exit_status)
+    array_job_id, array_task_id = split_subjob(job_id)
     finished = letter in _FINISHED_LETTERS
     return JobInfo(
         job_id=job_id,
@@ -145,22 +149,71 @@ def job_info(job_id: str, attributes: Mapping[str, Any]) -> JobInfo:
         raw_state=letter if exit_status is None else f"{letter} (Exit_status {exit_status})",
         name=attributes.get("Job_Name"),
         reason=_reason(letter, attributes, comment),
-        exit_code=exit_status if exit_status is not None and 0 <= exit_status < 256 else None,
-        exit_signal=exit_status - _SIGNAL_OFFSET
-        if exit_status is not None and exit_status > _SIGNAL_OFFSET
-        else None,
-        nodes=_hosts(attributes.get("exec_host")),
+        exit_code=exit_code,
+        exit_signal=exit_signal,
+        nodes=exec_hosts(attributes.get("exec_host")),
         partition=attributes.get("queue"),
         account=attributes.get("Account_Name"),
-        submit_time=_time(attributes.get("qtime") or attributes.get("ctime")),
-        start_time=_time(attributes.get("stime") or attributes.get("start_time")),
-        end_time=_time(attributes.get("obittime") or attributes.get("comp_time"))
+        submit_time=qstat_time(attributes.get("qtime") or attributes.get("ctime")),
+        start_time=qstat_time(attributes.get("stime") or attributes.get("start_time")),
+        end_time=qstat_time(attributes.get("obittime") or attributes.get("comp_time"))
         if finished
         else None,
-        array_job_id=f"{subjob['base']}[]{subjob['server'] or ''}" if subjob else None,
-        array_task_id=int(subjob["index"]) if subjob else None,
-        restarts=max(0, (_int(attributes.get("run_count")) or 0) - 1),
+        array_job_id=array_job_id if array_task_id is not None else None,
+        array_task_id=array_task_id,
+        restarts=max(0, (as_int(attributes.get("run_count")) or 0) - 1),
     )
+
+
+def exit_fields(exit_status: int | None) -> tuple[int | None, int | None]:
+    """(exit code, signal) in an Exit_status: 0-255 the script's code, above 256 a signal;
+    negative (PBS's own JOB_EXEC_* failures) neither."""
+    if exit_status is None:
+        return None, None
+    if 0 <= exit_status < 256:
+        return exit_status, None
+    if exit_status > _SIGNAL_OFFSET:
+        return None, exit_status - _SIGNAL_OFFSET
+    return None, None
+
+
+def split_subjob(job_id: str) -> tuple[str, int | None]:
+    """ "10[3].server" -> ("10[].server", 3): the array and the index; other ids unchanged."""
+    subjob = _SUBJOB_ID.match(job_id)
+    if subjob is None:
+        return job_id, None
+    return f"{subjob['base']}[]{subjob['server'] or ''}", int(subjob["index"])
+
+
+def size_megabytes(value: Any) -> float | None:
+    """A PBS size ("64mb", "7088kb", "2gb", "1024") in megabytes, None when it is not one.
+
+    PBS Reference Guide, "Formats", size: an integer, in bytes unless suffixed k, m, g, t or p
+    (binary multiples) followed by b (bytes) or w (words of 8 bytes): unlike Slurm's sizes, a
+    bare number means bytes.
+    """
+    match = _SIZE.match(str(value).strip()) if value not in (None, "") else None
+    if match is None:
+        return None
+    number, scale, unit = match.groups()
+    word = 8 if unit.lower() == "w" else 1
+    return int(number) * word * _SIZE_BYTES[scale.lower()] / _SIZE_BYTES["m"]
+
+
+def duration_seconds(value: Any) -> int | None:
+    """A PBS duration ("00:20:00", "5:00", "300") in seconds, None when it is not one.
+
+    PBS Reference Guide, "Formats", duration: [[hours:]minutes:]seconds[.milliseconds]; unlike
+    Slurm's --time, a bare number means seconds.
+    """
+    text = str(value).strip() if value not in (None, "") else ""
+    clock = text.split(".", 1)[0]
+    if clock.isdigit():
+        return int(clock)
+    try:
+        return parse_duration(clock) if clock.count(":") in (1, 2) else None
+    except ValueError:
+        return None
 
 
 def is_array_parent(attributes: Mapping[str, Any]) -> bool:
@@ -198,7 +251,8 @@ def _flatten(attributes: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[
             yield f"{prefix}{key}", value
 
 
-def _int(value: Any) -> int | None:
+def as_int(value: Any) -> int | None:
+    """An integer attribute (JSON numbers, or text), None when absent or not a number."""
     if value is None or value == "":
         return None
     try:
@@ -207,7 +261,7 @@ def _int(value: Any) -> int | None:
         return None
 
 
-def _hosts(exec_host: Any) -> str | None:
+def exec_hosts(exec_host: Any) -> str | None:
     """ "vm/0*2+vm2/1" -> "vm,vm2": the distinct hosts, without their CPU slots."""
     if not exec_host:
         return None
@@ -215,8 +269,8 @@ def _hosts(exec_host: Any) -> str | None:
     return ",".join(dict.fromkeys(hosts))
 
 
-def _time(value: Any) -> datetime | None:
-    """ctime-style strings (qstat runs with TZ=UTC) or epoch seconds (Torque)."""
+def qstat_time(value: Any) -> datetime | None:
+    """A time attribute: ctime-style strings (qstat runs with TZ=UTC) or epoch seconds (Torque)."""
     if value in (None, ""):
         return None
     if isinstance(value, int) or str(value).isdigit():

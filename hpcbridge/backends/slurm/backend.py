@@ -15,7 +15,7 @@ from hpcbridge.transports.base import Transport
 # Messages with which Slurm's client commands say the controller is down or busy. The
 # request may or may not have reached slurmctld, so a submission is only retried after
 # checking that it did not (SchedulerCommands.submit).
-_ERRORS = ErrorTable(
+ERRORS = ErrorTable(
     unavailable="the Slurm controller",
     transient=(
         "Socket timed out",
@@ -51,7 +51,7 @@ class SlurmBackend:
     missing_job_hint = ""
 
     def __init__(self, transport: Transport, *, attempts: int = 4, backoff: float = 0.5) -> None:
-        self.commands = SchedulerCommands(transport, _ERRORS, attempts=attempts, backoff=backoff)
+        self.commands = SchedulerCommands(transport, ERRORS, attempts=attempts, backoff=backoff)
 
     def template_context(self, spec: JobSpec) -> dict[str, Any]:
         """The --dependency expression."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from hpcbridge.models import Dependency
 
@@ -28,6 +29,58 @@ SACCT_FIELDS = (
     "Submit",
     "Start",
     "End",
+)
+
+# sacct(1) --format for the ledger (backends/slurm/accounting.py parses it): one line per job
+# record, which --duplicates makes one per run of a requeued job, then one per step. Steps add
+# MaxRSS, missing from the job line; DBIndex, the database row of a run, ties each step to its
+# run, since every run of a requeued job repeats the same step names. JobID and DBIndex come
+# first: they alone place a line, so the parser splits the rest only for job lines.
+SACCT_LEDGER_FIELDS = (
+    "JobID",
+    "DBIndex",
+    "JobName",
+    "User",
+    "Account",
+    "Partition",
+    "QOS",
+    "Submit",
+    "Eligible",
+    "Start",
+    "End",
+    "ElapsedRaw",
+    "State",
+    "ExitCode",
+    "Reason",
+    "NodeList",
+    "NNodes",
+    "AllocCPUS",
+    "AllocTRES",
+    "TimelimitRaw",
+    "ReqMem",
+    "MaxRSS",
+    "TotalCPU",
+)
+# Naming every state a job record can be stored with changes how sacct -S/-E select (Slurm
+# 22.05 as_mysql_jobacct_process.c, _state_time_string): a job pending or running at some time
+# in the window, or ending in it. Without --state, jobs cancelled before they were ever
+# eligible (held, waiting on a dependency, a --begin still ahead) never match any window.
+SACCT_ALL_STATES = (
+    "PENDING",
+    "RUNNING",
+    "SUSPENDED",
+    "COMPLETED",
+    "CANCELLED",
+    "FAILED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "PREEMPTED",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "OUT_OF_MEMORY",
+    "REQUEUED",
+    "RESIZING",
+    "REVOKED",
 )
 
 # Times printed in UTC so parsers never guess the cluster's time zone.
@@ -72,6 +125,41 @@ def sacct(job_ids: Sequence[str]) -> list[str]:
         "--allocations",
         f"--jobs={','.join(job_ids)}",
         f"--format={','.join(SACCT_FIELDS)}",
+    ]
+
+
+def sacct_window(start: datetime, end: datetime) -> list[str]:
+    """Every run of every user's jobs pending, running or ending in [start, end), with steps."""
+    return [
+        *_sacct_ledger(),
+        "--allusers",
+        f"--starttime={sacct_time(start)}",
+        f"--endtime={sacct_time(end)}",
+        f"--state={','.join(SACCT_ALL_STATES)}",
+    ]
+
+
+def sacct_history(job_ids: Sequence[str], end: datetime) -> list[str]:
+    """Every run of some jobs submitted before ``end``, with all their steps.
+
+    With --jobs and no --starttime, sacct starts at the epoch and filters on submission alone.
+    """
+    return [*_sacct_ledger(), f"--jobs={','.join(job_ids)}", f"--endtime={sacct_time(end)}"]
+
+
+def sacct_time(moment: datetime) -> str:
+    """A time as sacct prints and reads it under UTC_ENV: ISO 8601 in UTC, no zone."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _sacct_ledger() -> list[str]:
+    return [
+        "sacct",
+        "--noheader",
+        "--parsable2",
+        f"--delimiter={FIELD_SEPARATOR}",
+        "--duplicates",
+        f"--format={','.join(SACCT_LEDGER_FIELDS)}",
     ]
 
 

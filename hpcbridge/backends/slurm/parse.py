@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 
 from hpcbridge.backends.slurm.cli import FIELD_SEPARATOR, SACCT_FIELDS, SQUEUE_FIELDS
 from hpcbridge.errors import SchedulerError
@@ -101,13 +101,13 @@ def parse_squeue(stdout: str) -> list[JobInfo]:
                 state=parsed_state,
                 raw_state=state,
                 name=name or None,
-                reason=_optional(reason),
-                nodes=_optional(nodes),
-                partition=_optional(partition),
-                account=_optional(account),
-                submit_time=_time(submit),
-                start_time=_time(start) if parsed_state is not JobState.PENDING else None,
-                end_time=_time(end) if parsed_state.is_terminal else None,
+                reason=optional(reason),
+                nodes=optional(nodes),
+                partition=optional(partition),
+                account=optional(account),
+                submit_time=utc_time(submit),
+                start_time=utc_time(start) if parsed_state is not JobState.PENDING else None,
+                end_time=utc_time(end) if parsed_state.is_terminal else None,
                 array_job_id=array_id if task.isdigit() else None,
                 array_task_id=int(task) if task.isdigit() else None,
             )
@@ -130,15 +130,15 @@ def parse_sacct(stdout: str) -> list[JobInfo]:
                 state=slurm_state(state),
                 raw_state=state,
                 name=name or None,
-                reason=_optional(reason),
+                reason=optional(reason),
                 exit_code=int(code) if code.isdigit() else None,
                 exit_signal=int(signal) if signal.isdigit() else None,
-                nodes=_optional(nodes.replace("None assigned", "")),
-                partition=_optional(partition),
-                account=_optional(account),
-                submit_time=_time(submit),
-                start_time=_time(start),
-                end_time=_time(end),
+                nodes=optional(nodes.replace("None assigned", "")),
+                partition=optional(partition),
+                account=optional(account),
+                submit_time=utc_time(submit),
+                start_time=utc_time(start),
+                end_time=utc_time(end),
                 array_job_id=base if in_array else None,
                 array_task_id=int(task) if task.isdigit() else None,
             )
@@ -169,11 +169,17 @@ def _rows(stdout: str, width: int) -> Iterator[list[str]]:
         yield [field.strip() for field in fields]
 
 
-def _optional(value: str) -> str | None:
+def optional(value: str) -> str | None:
+    """None for the words Slurm prints when a field has no value ("None", "Unknown" ...)."""
     return None if value in _EMPTY else value
 
 
-def _time(value: str) -> datetime | None:
-    if value in _EMPTY:
-        return None
-    return datetime.fromisoformat(value).replace(tzinfo=UTC)
+def utc_time(value: str) -> datetime | None:
+    """A time printed under UTC_ENV ("2026-11-23T15:01:28"), or None for "Unknown" and such.
+
+    Appending the zone is several times faster than ``.replace(tzinfo=UTC)``; ledger ingest
+    parses four times per job.
+    """
+    if value[:1].isdigit():
+        return datetime.fromisoformat(value + "+00:00")
+    return None

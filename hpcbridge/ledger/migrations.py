@@ -1,0 +1,61 @@
+"""Schema versions: Alembic migrations shipped in accounting/migrations, run from code.
+
+A ledger is upgraded inside one transaction holding a lock (SQLite's write lock, a PostgreSQL
+advisory lock), so two cron jobs starting together on a new ledger do not both create it.
+"""
+
+from __future__ import annotations
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, text
+
+from hpcbridge.errors import LedgerError
+from hpcbridge.resources import data_dir
+
+_UPGRADE_LOCK = 0x6870_6362  # "hpcb": the advisory lock key of schema upgrades
+
+
+def _config(connection: Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(data_dir("accounting") / "migrations"))
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str | None:
+    """The newest schema version this hpcbridge knows."""
+    return ScriptDirectory.from_config(_config()).get_current_head()
+
+
+def current_revision(connection: Connection) -> str | None:
+    """The version a ledger is at; None for an empty database."""
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade_schema(engine: Engine) -> None:
+    """Create the ledger's tables or bring them to the newest version."""
+    from hpcbridge.ledger.store import Ledger
+
+    with Ledger(engine).transaction() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _UPGRADE_LOCK})
+        if current_revision(connection) != head_revision():
+            command.upgrade(_config(connection), "head")
+
+
+def check_current(engine: Engine) -> None:
+    """Refuse a ledger at another version than this hpcbridge's, saying how to fix it."""
+    from hpcbridge.ledger.store import Ledger
+
+    with Ledger(engine).transaction() as connection:
+        found = current_revision(connection)
+    expected = head_revision()
+    if found != expected:
+        url = engine.url.render_as_string(hide_password=True)
+        raise LedgerError(
+            f"ledger {url} is at schema version {found or 'none'}, this hpcbridge needs "
+            f"{expected}: run `hpcbridge ledger upgrade`"
+        )
