@@ -16,13 +16,9 @@ PG_ROLE=hpcbridge
 PG_PASS=hpcbridge
 PG_DB=hpcbridge
 
-_T0=${EPOCHREALTIME/./}
-_elapsed() {
-    local us=$((${EPOCHREALTIME/./} - _T0))
-    printf '%d.%d' $((us / 1000000)) $((us % 1000000 / 100000))
-}
-log() { printf '[postgres +%ss] %s\n' "$(_elapsed)" "$*" >&2; }
-die() { printf '[postgres +%ss] ERROR: %s\n' "$(_elapsed)" "$*" >&2; exit 1; }
+SERVICE_TAG=postgres
+# shellcheck source-path=SCRIPTDIR source=service-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/service-lib.sh"
 
 require_root() {
     [[ $(id -u) -eq 0 ]] || die "must run as root (the server runs as the postgres user)"

@@ -24,15 +24,9 @@ DB_NAME=slurm_acct_db
 DB_USER=slurm
 DB_PASS=hpcbridge-test-only
 
-# Messages carry the seconds since the script started, to see where startup
-# time goes.
-_T0=${EPOCHREALTIME/./}
-_elapsed() {
-    local us=$((${EPOCHREALTIME/./} - _T0))
-    printf '%d.%d' $((us / 1000000)) $((us % 1000000 / 100000))
-}
-log() { printf '[slurm-cluster +%ss] %s\n' "$(_elapsed)" "$*" >&2; }
-die() { printf '[slurm-cluster +%ss] ERROR: %s\n' "$(_elapsed)" "$*" >&2; exit 1; }
+SERVICE_TAG=${SERVICE_TAG:-slurm-cluster}
+# shellcheck source-path=SCRIPTDIR source=service-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/service-lib.sh"
 
 require_root() {
     [[ $(id -u) -eq 0 ]] || die "must run as root (daemons run as root, configs live in /etc)"

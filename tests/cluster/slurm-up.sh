@@ -56,24 +56,6 @@ wait_for() {
     done
 }
 
-# install_file DEST MODE < CONTENT: replace DEST only when the content
-# differs (so unchanged configs do not trigger restarts). Returns 0 when the
-# file changed, 1 when it was already up to date.
-install_file() {
-    local dest=$1 mode=$2 tmp
-    tmp=$(mktemp "$dest.XXXXXX")
-    cat >"$tmp"
-    chmod "$mode" "$tmp"
-    if [[ -f $dest ]] && cmp -s "$tmp" "$dest"; then
-        rm -f "$tmp"
-        chmod "$mode" "$dest"
-        return 1
-    fi
-    mv -f "$tmp" "$dest"
-    log "wrote $dest"
-    return 0
-}
-
 # ----------------------------------------------------------------- install --
 
 install_packages() {

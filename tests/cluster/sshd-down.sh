@@ -6,9 +6,9 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+SERVICE_TAG=sshd
 # shellcheck source-path=SCRIPTDIR source=slurm-lib.sh
 source "$HERE/slurm-lib.sh" # _elapsed, require_root, pidfile_pid, proc_is, stop_daemon
-log() { printf '[sshd +%ss] %s\n' "$(_elapsed)" "$*" >&2; }
 
 DIR=/var/lib/hpcbridge-test/sshd
 

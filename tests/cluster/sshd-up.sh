@@ -18,32 +18,15 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+SERVICE_TAG=sshd
 # shellcheck source-path=SCRIPTDIR source=slurm-lib.sh
-source "$HERE/slurm-lib.sh" # _elapsed, require_root, pid_alive, stop_daemon
-log() { printf '[sshd +%ss] %s\n' "$(_elapsed)" "$*" >&2; }
-die() { printf '[sshd +%ss] ERROR: %s\n' "$(_elapsed)" "$*" >&2; exit 1; }
+source "$HERE/slurm-lib.sh" # log, die, install_file, require_root, pid_alive, stop_daemon
 
 DIR=/var/lib/hpcbridge-test/sshd
 SERVERS=(target:2222 gateway:2223)
 TEST_USER=hpcbridge-user
 TEST_HOME=/var/lib/hpcbridge-test/home
 TIMEOUT=${SSHD_UP_TIMEOUT:-30}
-
-# install_file DEST MODE < CONTENT: replace DEST only when its content changes; 0 if replaced.
-install_file() {
-    local dest=$1 mode=$2 tmp
-    tmp=$(mktemp "$dest.XXXXXX")
-    cat >"$tmp"
-    chmod "$mode" "$tmp"
-    if [[ -f $dest ]] && cmp -s "$tmp" "$dest"; then
-        rm -f "$tmp"
-        chmod "$mode" "$dest"
-        return 1
-    fi
-    mv -f "$tmp" "$dest"
-    log "wrote $dest"
-    return 0
-}
 
 install_packages() {
     [[ -x /usr/sbin/sshd ]] && command -v ssh-keygen >/dev/null && return 0
