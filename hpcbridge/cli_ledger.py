@@ -26,6 +26,8 @@ from hpcbridge.cli_support import (
 )
 
 if TYPE_CHECKING:
+    from rich.progress import Progress as RichProgress
+
     from hpcbridge.ledger.sources import Window
     from hpcbridge.ledger.swf import SwfTrace
     from hpcbridge.ledger.sync import Progress
@@ -115,15 +117,25 @@ def ledger_import_swf(
 
 
 @contextlib.contextmanager
-def _trace_progress(trace: SwfTrace) -> Iterator[Callable[[int], None] | None]:
-    """A progress bar over the file's bytes on an interactive terminal; nothing otherwise."""
-    if not sys.stderr.isatty():
+def _terminal_progress(quiet: bool = False) -> Iterator[RichProgress | None]:
+    """A Rich progress display on an interactive stderr; None under cron or with --quiet."""
+    if quiet or not sys.stderr.isatty():
         yield None
         return
     from rich.console import Console
     from rich.progress import Progress
 
     with Progress(console=Console(stderr=True), transient=True) as bar:
+        yield bar
+
+
+@contextlib.contextmanager
+def _trace_progress(trace: SwfTrace) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar over the file's bytes on an interactive terminal; nothing otherwise."""
+    with _terminal_progress() as bar:
+        if bar is None:
+            yield None
+            return
         task = bar.add_task(f"importing {trace.path.name}", total=trace.total_bytes)
         yield lambda _rows: bar.update(task, completed=trace.bytes_read)
 
@@ -177,7 +189,10 @@ def report_usage(
     if output_format == "table":
         from rich.console import Console
 
-        Console(soft_wrap=True).print(report_render.table(result))
+        # Piped into a file or another program, the table keeps its natural width rather
+        # than being squeezed into 80 columns.
+        width = None if sys.stdout.isatty() else 10_000
+        Console(soft_wrap=True, width=width).print(report_render.table(result))
     else:
         click.echo(report_render.render(result, output_format), nl=False)
 
@@ -264,16 +279,14 @@ def ledger_sync(
 
 @contextlib.contextmanager
 def _sync_progress(quiet: bool) -> Iterator[Progress | None]:
-    """A Rich progress bar on an interactive stderr; nothing under cron or with --quiet."""
-    if quiet or not sys.stderr.isatty():
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import Progress as RichProgress
-
+    """A bar of windows read per source on an interactive stderr; nothing otherwise."""
     from hpcbridge.ledger.sync import Progress as SyncProgress
 
-    with RichProgress(console=Console(stderr=True), transient=True) as bar:
+    with _terminal_progress(quiet) as display:
+        if display is None:
+            yield None
+            return
+        bar: RichProgress = display  # the methods below see the narrowed type
 
         class _Bar(SyncProgress):
             def windows_planned(self, source: str, count: int) -> None:
