@@ -16,14 +16,18 @@ if TYPE_CHECKING:
         ConfigError,
         HpcBridgeError,
         JobNotFound,
+        LedgerError,
         RenderError,
         SchedulerError,
         SchedulerUnavailable,
         SpecError,
         SubmitError,
+        TraceError,
         TransportError,
+        TransportUnavailable,
         WaitTimeout,
     )
+    from hpcbridge.ledger.store import Ledger
     from hpcbridge.models import Dependency, JobInfo, JobSpec, JobState, Resources, SignalSpec
     from hpcbridge.site import SiteConfig
     from hpcbridge.transports import (
@@ -31,6 +35,7 @@ if TYPE_CHECKING:
         FakeTransport,
         LocalTransport,
         RecordingTransport,
+        SshTransport,
         Transport,
     )
 
@@ -43,14 +48,18 @@ _HOMES = {
         "ConfigError",
         "HpcBridgeError",
         "JobNotFound",
+        "LedgerError",
         "RenderError",
         "SchedulerError",
         "SchedulerUnavailable",
         "SpecError",
         "SubmitError",
+        "TraceError",
         "TransportError",
+        "TransportUnavailable",
         "WaitTimeout",
     ],
+    "hpcbridge.ledger.store": ["Ledger"],
     "hpcbridge.models": ["Dependency", "JobInfo", "JobSpec", "JobState", "Resources", "SignalSpec"],
     "hpcbridge.site": ["SiteConfig"],
     "hpcbridge.transports": [
@@ -58,6 +67,7 @@ _HOMES = {
         "FakeTransport",
         "LocalTransport",
         "RecordingTransport",
+        "SshTransport",
         "Transport",
     ],
 }
@@ -75,6 +85,8 @@ __all__ = [
     "JobNotFound",
     "JobSpec",
     "JobState",
+    "Ledger",
+    "LedgerError",
     "LocalTransport",
     "RecordingTransport",
     "RenderError",
@@ -84,9 +96,12 @@ __all__ = [
     "SignalSpec",
     "SiteConfig",
     "SpecError",
+    "SshTransport",
     "SubmitError",
+    "TraceError",
     "Transport",
     "TransportError",
+    "TransportUnavailable",
     "WaitTimeout",
     "__version__",
 ]
