@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from slurm_queue import jobs_named
 
 from hpcbridge import (
     Cluster,
@@ -22,16 +23,6 @@ from hpcbridge import (
 )
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(180)]
-
-
-def jobs_named(name: str) -> list[str]:
-    listed = subprocess.run(
-        ["squeue", "--noheader", "--states=all", f"--name={name}", "--format=%i"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return listed.stdout.split()
 
 
 def spec(name: str, workdir: Path, command: str = "true", **fields: object) -> dict[str, object]:

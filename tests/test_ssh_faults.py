@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from slurm_queue import jobs_named
 
 from hpcbridge import (
     Cluster,
@@ -122,16 +123,6 @@ def _job(name: str, workdir: Path, command: str = "sleep 30") -> dict[str, objec
     return {"name": name, "command": command, "workdir": str(workdir), "stdout": "/dev/null"}
 
 
-def _jobs_named(name: str) -> list[str]:
-    listing = subprocess.run(
-        ["squeue", "--noheader", "--states=all", f"--name={name}", "--format=%i"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return listing.stdout.split()
-
-
 class CutsOffFirst:
     """Runs ``program`` the first time so that its connection dies while it runs.
 
@@ -183,7 +174,7 @@ def test_lost_sbatch_answer_is_found_by_its_token_and_not_resubmitted(
             assert recording.count("sbatch") == 1  # never sent twice
             assert recording.count("squeue") >= 1  # the token was looked for instead
             assert ssh_transport.connections_made == 2  # the first connection really died
-            assert _jobs_named(name) == [job_id]
+            assert jobs_named(name) == [job_id]
         finally:
             cluster.cancel(job_id)
 
@@ -254,7 +245,7 @@ def test_sshd_restarted_mid_session(
             threading.Timer(1.5, private_sshd.start).start()
             assert cluster.status(job_id)[job_id].state in {JobState.PENDING, JobState.RUNNING}
             assert cluster.transport.connections_made == 2  # type: ignore[attr-defined]
-            assert _jobs_named(name) == [job_id]
+            assert jobs_named(name) == [job_id]
         finally:
             cluster.cancel(job_id)
         assert cluster.wait(job_id, timeout=60)[job_id].state is JobState.CANCELLED
@@ -284,7 +275,7 @@ def test_sshd_down_is_a_clear_transient_error_and_submits_nothing(
         f"cannot connect to root@127.0.0.1:{private_sshd.port}: Connection refused"
     )
     assert caught.value.transient
-    assert _jobs_named(name) == []
+    assert jobs_named(name) == []
 
 
 def test_a_gateway_going_down_takes_the_route_with_it(
