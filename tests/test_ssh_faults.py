@@ -7,6 +7,7 @@ all a submission must never be duplicated, and safe commands must come back by t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -65,8 +66,12 @@ class PrivateSshd:
         sessions = subprocess.run(
             ["pgrep", "-P", str(listener)], capture_output=True, text=True, check=False
         ).stdout.split()
-        for pid in [listener, *map(int, sessions)]:
-            os.kill(pid, signal.SIGKILL)
+        os.kill(listener, signal.SIGKILL)
+        for pid in map(int, sessions):
+            # A child may end on its own meanwhile: the one that served start()'s readiness
+            # probe, say. It needs no killing then.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         self.pid_file.unlink()
 
 
