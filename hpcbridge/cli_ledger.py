@@ -225,14 +225,15 @@ def ledger_sync(
     failed and will be retried next time, or the failing error's own code when nothing
     could be read.
     """
-    from hpcbridge.cluster import Cluster
+    from hpcbridge.cluster import make_transport
     from hpcbridge.ledger.store import Ledger
     from hpcbridge.ledger.sync import SyncStatus, sources_for, sync
+    from hpcbridge.site import SiteConfig
 
-    with Cluster.from_site(site) as cluster, Ledger.open(ledger_url) as opened:
-        config = cluster.site
-        name = config.cluster_name or config.name
-        sources = sources_for(config, cluster.transport)
+    config = SiteConfig.load(site)
+    name = config.cluster_name or config.name
+    with contextlib.closing(make_transport(config)) as transport, Ledger.open(ledger_url) as opened:
+        sources = sources_for(config, transport)
         with _sync_progress(quiet or as_json) as progress:
             result = sync(
                 opened,
