@@ -10,6 +10,7 @@ Exit codes (also in ``hpcbridge --help``):
   6  --wait gave up before the jobs finished
   7  a ledger sync read some sources or windows but not all (partial)
   8  the ledger database could not be opened, migrated or written
+  9  a workflow id is unknown or its state unusable; no valid checkpoint; too little history
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ EXIT_UNREACHABLE = 5
 EXIT_WAIT_TIMEOUT = 6
 EXIT_PARTIAL = 7
 EXIT_LEDGER = 8
+EXIT_NO_STATE = 9
 
 EPILOG = """Exit codes: 0 success; 1 a job did not complete; 2 usage error; 3 invalid job file,
 site config, template or trace; 4 the scheduler refused or does not know the job; 5 scheduler or
-transport unreachable; 6 --wait timed out; 7 ledger sync partial; 8 ledger database error."""
+transport unreachable; 6 --wait timed out; 7 ledger sync partial; 8 ledger database error;
+9 unknown workflow, no valid checkpoint or too little history."""
 
 Command = TypeVar("Command", bound=Callable[..., Any])
 
@@ -57,6 +60,8 @@ def exit_code_for(error: Exception) -> int:
         return EXIT_WAIT_TIMEOUT
     if isinstance(error, errors.LedgerError):
         return EXIT_LEDGER
+    if isinstance(error, errors.WorkflowError | errors.CheckpointError | errors.ForecastError):
+        return EXIT_NO_STATE
     if isinstance(error, errors.TransportError | errors.SchedulerUnavailable):
         return EXIT_UNREACHABLE
     return EXIT_SCHEDULER

@@ -19,7 +19,10 @@ may succeed::
     │   └── JobNotFound                 the scheduler does not know the job id
     ├── WaitTimeout                     jobs did not finish within wait()'s timeout
     ├── LedgerError                     the ledger database cannot be opened, migrated or written
-    └── TraceError                      an imported trace is malformed (line and field named)
+    ├── TraceError                      an imported trace is malformed (line and field named)
+    ├── WorkflowError                   a workflow id is unknown or its stored state unusable
+    ├── CheckpointError                 no valid checkpoint, or a manifest cannot be read
+    └── ForecastError                   too little history to forecast or advise from
 """
 
 from __future__ import annotations
@@ -109,3 +112,18 @@ class LedgerError(HpcBridgeError):
 
 class TraceError(HpcBridgeError, ValueError):
     """A workload trace or accounting log given to the ledger is not in its format."""
+
+
+class WorkflowError(HpcBridgeError):
+    """A workflow id is unknown, or its stored stage-to-job mapping cannot be read or written.
+
+    An invalid workflow file (a cycle, a stage depending on a missing stage) is a SpecError.
+    """
+
+
+class CheckpointError(HpcBridgeError):
+    """No valid checkpoint could be found, or a checkpoint manifest cannot be read."""
+
+
+class ForecastError(HpcBridgeError):
+    """The ledger holds too little history for the forecast or advice asked for."""
