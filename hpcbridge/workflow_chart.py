@@ -1,18 +1,15 @@
 """A workflow as a picture: its DAG beside a Gantt chart of expected versus actual windows.
 
-matplotlib is the ``charts`` extra and is imported only here, when a picture is asked for.
-Drawing goes through the Agg canvas, never pyplot or a display, so it works on a login node or
-from cron. SVG keeps its text as text and is reproducible byte for byte (fixed hash salt, no
-date), so a chart can be committed and compared.
+matplotlib is the ``charts`` extra, loaded only when a picture is asked for; the Figure (Agg
+canvas, no pyplot) and the reproducible PNG or SVG bytes come from :mod:`hpcbridge.charts`.
 """
 
 from __future__ import annotations
 
-import io
 from datetime import UTC
 from typing import TYPE_CHECKING, cast
 
-from hpcbridge.errors import ConfigError
+from hpcbridge import charts
 from hpcbridge.workflow_timeline import (
     CRITICAL_COLOUR,
     STATE_COLOURS,
@@ -32,27 +29,13 @@ _OUTLINE = "#555555"
 
 def draw(timeline: Timeline, fmt: str) -> bytes:
     """The two-panel chart as ``png`` or ``svg`` bytes; its height grows with the stages."""
-    try:
-        import matplotlib
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as exc:
-        raise ConfigError(
-            f"{fmt} output needs matplotlib: pip install 'hpcbridge[charts]'"
-        ) from exc
     view = timeline.view
-    with matplotlib.rc_context({"svg.hashsalt": "hpcbridge", "svg.fonttype": "none"}):
-        figure = Figure(
-            figsize=(14, max(4.0, 0.5 * len(view.stages) + 2)), dpi=100, layout="constrained"
-        )
-        FigureCanvasAgg(figure)
-        dag, gantt = figure.subplots(1, 2, width_ratios=[1, 2])
-        _draw_dag(dag, timeline)
-        _draw_gantt(gantt, timeline)
-        figure.suptitle(_plain(f"{view.name} ({view.workflow_id})"))
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format=fmt, metadata={"Date": None} if fmt == "svg" else None)
-    return buffer.getvalue()
+    figure = charts.new_figure((14, max(4.0, 0.5 * len(view.stages) + 2)), purpose=f"{fmt} output")
+    dag, gantt = figure.subplots(1, 2, width_ratios=[1, 2])
+    _draw_dag(dag, timeline)
+    _draw_gantt(gantt, timeline)
+    figure.suptitle(_plain(f"{view.name} ({view.workflow_id})"))
+    return charts.save(figure, fmt)
 
 
 def _draw_dag(axes: Axes, timeline: Timeline) -> None:
