@@ -24,6 +24,7 @@ from hpcbridge.cli_support import (
     echo_json,
     reports_errors,
 )
+from hpcbridge.cli_workflow import workflow
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -136,6 +137,7 @@ _job_verb("requeue", "Requeue (stop and run again)")
 
 main.add_command(ledger)
 main.add_command(report)
+main.add_command(workflow)
 
 
 @main.group()

@@ -151,3 +151,20 @@ class Allocation(Base):
     ends: Mapped[datetime] = mapped_column(UtcTime)
     core_hours: Mapped[float] = mapped_column(Float, default=0.0)
     gpu_hours: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class WorkflowState(Base):
+    """A submitted workflow's record (hpcbridge.workflow_store) when it is kept in the ledger.
+
+    The record is one JSON document, read and replaced whole as in the state-file store: the
+    stages and their job ids are only ever used together, by ``workflow status`` and ``resume``.
+    """
+
+    __tablename__ = "workflows"
+
+    workflow_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    site: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcTime)
+    record: Mapped[str] = mapped_column(Text)

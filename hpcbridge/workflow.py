@@ -1,0 +1,429 @@
+"""Workflows: named stages whose dependencies become the scheduler's own dependency flags.
+
+A workflow is checked whole before anything is submitted, because a cycle or a misspelt stage
+found halfway would leave a half-submitted DAG behind. Then every stage is submitted once, in
+topological order, with ``--dependency`` (Slurm) or ``-W depend`` (PBS) naming the job ids of
+the stages it waits on, so the scheduler runs the DAG after the client has exited. hpcbridge
+keeps only the stage -> job id mapping (hpcbridge.workflow_store), from which ``status`` and
+``resume`` work later, from any process, with one scheduler query per call.
+
+A stage whose dependency can never hold (it waits ``afterok`` on a stage that failed) is
+cancelled by the scheduler itself on both Slurm (``--kill-on-invalid-dep=yes``, or
+``DependencyParameters=kill_invalid_depend``) and PBS (the server deletes it); ``status``
+names the stage that failed and cancels whatever the scheduler left pending.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+from hpcbridge.errors import HpcBridgeError, JobNotFound, SpecError, WorkflowError
+from hpcbridge.models import (
+    Dependency,
+    JobInfo,
+    JobSpec,
+    JobState,
+    Token,
+    describe_validation_error,
+)
+
+if TYPE_CHECKING:
+    import networkx as nx
+
+    from hpcbridge.cluster import Cluster
+    from hpcbridge.workflow_export import WorkflowView
+    from hpcbridge.workflow_store import WorkflowRecord, WorkflowStore
+
+StageCondition = Literal["afterok", "afterany", "afternotok"]
+STAGE_CONDITIONS: tuple[StageCondition, ...] = ("afterok", "afterany", "afternotok")
+NOT_SUBMITTED = "NOT_SUBMITTED"
+_CANCELLED_HERE = "; cancelled by hpcbridge"
+
+
+class Workflow(BaseModel):
+    """Stages (JobSpecs) whose ``depends_on`` entries name other stages of the same workflow.
+
+    A dependency is written as for a job (``prep``, ``afterany:train``, or
+    ``{job: train, condition: afternotok}``) but names a stage; ``afterok`` is the default.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Token
+    stages: tuple[JobSpec, ...]
+
+    @field_validator("name")
+    @classmethod
+    def _file_name(cls, name: str) -> str:
+        # The workflow id, and so its state file's name, starts with the workflow's name.
+        if "/" in name or name.startswith("."):
+            raise ValueError(f"{name!r} must not contain '/' or start with '.'")
+        return name
+
+    @model_validator(mode="after")
+    def _valid_graph(self) -> Workflow:
+        check_stages(self.stages)
+        check_acyclic(self)
+        return self
+
+    @classmethod
+    def parse(cls, data: Any, *, source: str = "workflow") -> Workflow:
+        """Validate plain data; the error names the stage field, or the stages in a cycle."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise SpecError(describe_validation_error(exc, source)) from exc
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Workflow:
+        """Load a workflow file; relative stage scripts are taken relative to it.
+
+        Without a ``name`` the file's stem names the workflow.
+        """
+        file = Path(path)
+        try:
+            data = yaml.safe_load(file.read_text())
+        except OSError as exc:
+            raise SpecError(f"cannot read workflow file {file}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise SpecError(f"workflow file {file} is not valid YAML: {exc}") from exc
+        if not isinstance(data, dict) or not isinstance(data.get("stages"), list):
+            raise SpecError(f"workflow file {file} must hold a mapping with a list of stages")
+        data.setdefault("name", file.stem)
+        for stage in data["stages"]:
+            script = stage.get("script") if isinstance(stage, dict) else None
+            if isinstance(script, str) and not Path(script).is_absolute():
+                stage["script"] = str(file.parent / script)
+        return cls.parse(data, source=f"workflow file {file}")
+
+    @cached_property
+    def by_name(self) -> dict[str, JobSpec]:
+        """Stages by name (stage names are unique)."""
+        return {stage.name: stage for stage in self.stages}
+
+    def stage(self, name: str) -> JobSpec:
+        """The stage of that name."""
+        if name not in self.by_name:
+            raise SpecError(f"workflow {self.name} has no stage {name!r}")
+        return self.by_name[name]
+
+    @cached_property
+    def graph(self) -> nx.DiGraph[str]:
+        """Edges run from a stage to the stages that wait on it."""
+        import networkx as nx
+
+        graph: nx.DiGraph[str] = nx.DiGraph()
+        graph.add_nodes_from(self.by_name)
+        graph.add_edges_from(
+            (parent, stage.name) for stage in self.stages for parent, _ in stage_dependencies(stage)
+        )
+        return graph
+
+    @cached_property
+    def stage_order(self) -> tuple[str, ...]:
+        """Stage names, each after every stage it depends on (NetworkXUnfeasible: a cycle)."""
+        import networkx as nx
+
+        return tuple(nx.topological_sort(self.graph))
+
+    def order(self) -> list[str]:
+        """Stage names, each after every stage it depends on."""
+        return list(self.stage_order)
+
+    def job_name(self, stage: str) -> str:
+        """The scheduler's job name of a stage: ``<workflow>.<stage>``, one token."""
+        return f"{self.name}.{stage}"
+
+
+def stage_dependencies(stage: JobSpec) -> Iterator[tuple[str, StageCondition]]:
+    """(stage name, condition) of each dependency; check_stages has vouched for both."""
+    for dependency in stage.depends_on:
+        if dependency.job is not None and dependency.condition in STAGE_CONDITIONS:
+            yield dependency.job, dependency.condition
+
+
+def check_stages(stages: Sequence[JobSpec]) -> None:
+    """Refuse duplicate names, unknown conditions and missing stages, naming them."""
+    if not stages:
+        raise ValueError("a workflow needs at least one stage")
+    duplicates = [name for name, count in Counter(s.name for s in stages).items() if count > 1]
+    if duplicates:
+        raise ValueError(f"stage names must be unique; used more than once: {duplicates}")
+    names = {stage.name for stage in stages}
+    for stage in stages:
+        for dependency in stage.depends_on:
+            if dependency.condition not in STAGE_CONDITIONS:
+                raise ValueError(
+                    f"stage {stage.name!r}: depends_on condition {dependency.condition!r} is "
+                    f"not one of {', '.join(STAGE_CONDITIONS)}"
+                )
+            if dependency.job not in names:
+                raise ValueError(
+                    f"stage {stage.name!r} depends on {dependency.job!r}, which is not a "
+                    "stage of this workflow"
+                )
+
+
+def check_acyclic(workflow: Workflow) -> None:
+    """Refuse a cycle, naming its stages in order (sorting once both checks and orders)."""
+    import networkx as nx
+
+    try:
+        workflow.stage_order  # noqa: B018  (computed and cached here)
+    except nx.NetworkXUnfeasible:
+        cycle = [edge[0] for edge in nx.find_cycle(workflow.graph)]
+        raise ValueError(
+            f"stages depend on each other in a cycle: {' -> '.join([*cycle, cycle[0]])}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class StageStatus:
+    """Where one stage stands: its latest job as the scheduler reports it, and why."""
+
+    name: str
+    job_id: str | None
+    state: str  # a JobState value, or NOT_SUBMITTED
+    info: JobInfo | None
+    note: str = ""
+
+    @property
+    def keeps_job(self) -> bool:
+        """Resume leaves this stage's job alone: it completed or may still run."""
+        if self.state == NOT_SUBMITTED or self.note:
+            return False
+        return self.state == JobState.COMPLETED or not JobState(self.state).is_terminal
+
+
+def submit_workflow(
+    cluster: Cluster,
+    workflow: Workflow,
+    store: WorkflowStore,
+    *,
+    site: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> WorkflowRecord:
+    """Submit every stage with native dependencies; the record is saved even if one fails,
+    and the error then carries a note naming the workflow id to resume.
+
+    ``site`` is what a later process passes to Cluster.from_site (default: the site's name).
+    """
+    from hpcbridge.workflow_store import WorkflowRecord
+
+    record = WorkflowRecord.new(workflow, site or cluster.site.name)
+    order = workflow.order()
+    _check_site(cluster, workflow, order)
+    try:
+        _submit_stages(cluster, record, order, {}, progress)
+    except HpcBridgeError as exc:
+        exc.add_note(
+            f"workflow {record.workflow_id}: {len(record.jobs)} of {len(order)} stages were "
+            f"submitted; `hpcbridge workflow resume {record.workflow_id}` submits the rest"
+        )
+        raise
+    finally:
+        store.save(record)
+    return record
+
+
+def workflow_status(cluster: Cluster, record: WorkflowRecord) -> list[StageStatus]:
+    """Every stage's state from one scheduler query, in topological order.
+
+    A stage still pending although a dependency can never hold is cancelled here (one
+    cancel call for all) unless the scheduler already did; both are reported as cancelled,
+    naming the stage that failed.
+    """
+    workflow = record.workflow
+    latest = {name: record.latest_job(name) for name in workflow.order()}
+    infos = cluster.backend.status([job_id for job_id in latest.values() if job_id])
+    statuses: dict[str, StageStatus] = {}
+    to_cancel: list[str] = []
+    for name, job_id in latest.items():
+        info = infos.get(job_id) if job_id else None
+        state = _state_of(job_id, info)
+        note = ""
+        if job_id and info is None:
+            note = f"the scheduler no longer knows job {job_id}"
+        elif info is not None and info.state in (JobState.PENDING, JobState.CANCELLED):
+            # An afterok stage cannot have run if its dependency failed, so a cancelled one
+            # was cancelled for that reason, by the scheduler or by an earlier status.
+            note = _blocked(workflow.stage(name), statuses)
+            if note and info.state is JobState.PENDING and job_id:
+                to_cancel.append(job_id)
+                state, note = JobState.CANCELLED.value, note + _CANCELLED_HERE
+        statuses[name] = StageStatus(name, job_id, state, info, note)
+    if to_cancel:
+        # JobNotFound: it ended between the query and the cancel, removed by the scheduler.
+        with suppress(JobNotFound):
+            cluster.cancel(to_cancel)
+    return list(statuses.values())
+
+
+def resume_workflow(
+    cluster: Cluster,
+    store: WorkflowStore,
+    workflow_id: str,
+    *,
+    workflow: Workflow | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[WorkflowRecord, list[str], dict[str, str]]:
+    """Resubmit failed, cancelled and never-submitted stages, wired to the jobs kept.
+
+    Completed stages and those still pending or running keep their jobs. ``workflow`` (a
+    fixed file) gives new specs for the stages resubmitted and must have the same stage
+    names. Returns the record, the stages resubmitted, and the stages that cannot run
+    (an afternotok dependency completed) with the reason.
+    """
+    with store.locked(workflow_id):
+        record = store.load(workflow_id)
+        statuses = {s.name: s for s in workflow_status(cluster, record)}
+        unknown = [s for s in statuses.values() if s.job_id and s.info is None]
+        if unknown:
+            raise WorkflowError(
+                f"workflow {workflow_id}: the scheduler no longer knows job "
+                f"{unknown[0].job_id} of stage {unknown[0].name!r}, so whether to rerun it "
+                "cannot be told"
+            )
+        kept = {name: s for name, s in statuses.items() if s.keeps_job}
+        if workflow is not None:
+            record.workflow = _merged(record.workflow, workflow, kept)
+        rerun = [name for name in record.workflow.order() if name not in kept]
+        skipped = _never_runnable(record.workflow, rerun, kept)
+        rerun = [name for name in rerun if name not in skipped]
+        kept_ids = {
+            name: s.job_id for name, s in kept.items() if s.job_id and s.state != JobState.COMPLETED
+        }
+        _check_site(cluster, record.workflow, rerun)
+        try:
+            _submit_stages(cluster, record, rerun, kept_ids, progress)
+        finally:
+            store.save(record)
+    return record, rerun, skipped
+
+
+def workflow_view(cluster: Cluster, record: WorkflowRecord) -> WorkflowView:
+    """What workflow_export draws: the stored DAG with one status query's states and times."""
+    from hpcbridge.workflow_export import StageView, WorkflowView
+
+    stages = []
+    for status in workflow_status(cluster, record):
+        spec = record.workflow.stage(status.name)
+        submissions = record.jobs.get(status.name, [])
+        info = status.info
+        stages.append(
+            StageView(
+                name=status.name,
+                job_id=status.job_id,
+                state=status.state,
+                depends_on=tuple(stage_dependencies(spec)),
+                walltime_s=cluster.site.prepare(spec).resources.walltime,
+                submitted=submissions[-1].submitted if submissions else None,
+                started=started_at(info),
+                ended=info.end_time if info else None,
+                note=status.note,
+            )
+        )
+    return WorkflowView(record.workflow_id, record.workflow.name, tuple(stages))
+
+
+def _submit_stages(
+    cluster: Cluster,
+    record: WorkflowRecord,
+    names: Sequence[str],
+    job_ids: dict[str, str],
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    """Submit ``names`` in order; ``job_ids`` maps the stages to wait on (others are done)."""
+    workflow = record.workflow
+    for done, name in enumerate(names, start=1):
+        stage = workflow.stage(name)
+        depends_on = [
+            Dependency(condition=condition, job=job_ids[parent])
+            for parent, condition in stage_dependencies(stage)
+            if parent in job_ids
+        ]
+        spec = stage.model_copy(update={"name": workflow.job_name(name), "depends_on": depends_on})
+        job_ids[name] = cluster.submit(spec)
+        record.add_job(name, job_ids[name], datetime.now().astimezone())
+        if progress is not None:
+            progress(done, len(names))
+
+
+def started_at(info: JobInfo | None) -> datetime | None:
+    """When the job started; None while pending, when Slurm shows its expected start."""
+    if info is None or info.state is JobState.PENDING:
+        return None
+    return info.start_time
+
+
+def _check_site(cluster: Cluster, workflow: Workflow, names: Sequence[str]) -> None:
+    """Check stages against the site's limits, so none is submitted if one would be refused."""
+    for name in names:
+        try:
+            cluster.site.prepare(workflow.stage(name))
+        except SpecError as exc:
+            raise SpecError(f"stage {name!r}: {exc}") from exc
+
+
+def _state_of(job_id: str | None, info: JobInfo | None) -> str:
+    if job_id is None:
+        return NOT_SUBMITTED
+    return info.state.value if info else JobState.UNKNOWN.value
+
+
+def _blocked(stage: JobSpec, statuses: Mapping[str, StageStatus]) -> str:
+    """Why a stage that has not started never will, naming the stage that failed; or ""."""
+    for parent, condition in stage_dependencies(stage):
+        status = statuses[parent]
+        if condition == "afterany" or status.state in (NOT_SUBMITTED, JobState.UNKNOWN):
+            continue
+        state = JobState(status.state)
+        if not state.is_terminal:
+            continue
+        if condition == "afterok" and state is not JobState.COMPLETED:
+            if status.note.startswith("cancelled: "):  # name the stage that failed first
+                return status.note.removesuffix(_CANCELLED_HERE)
+            return f"cancelled: dependency {parent!r} ended {state.value}"
+        if condition == "afternotok" and state is JobState.COMPLETED:
+            return f"cancelled: dependency {parent!r} completed (afternotok)"
+    return ""
+
+
+def _never_runnable(
+    workflow: Workflow, rerun: Sequence[str], kept: Mapping[str, StageStatus]
+) -> dict[str, str]:
+    """Stages to rerun that wait afternotok on a completed stage, or on such a stage."""
+    skipped: dict[str, str] = {}
+    for name in rerun:
+        for parent, condition in stage_dependencies(workflow.stage(name)):
+            if parent in skipped:
+                skipped[name] = f"dependency {parent!r} cannot run"
+            elif (
+                condition == "afternotok"
+                and parent in kept
+                and kept[parent].state == JobState.COMPLETED
+            ):
+                skipped[name] = f"dependency {parent!r} completed (afternotok)"
+    return skipped
+
+
+def _merged(stored: Workflow, fixed: Workflow, kept: Mapping[str, StageStatus]) -> Workflow:
+    """The fixed file's specs for stages to rerun, the stored ones for stages kept."""
+    old, new = {s.name for s in stored.stages}, {s.name for s in fixed.stages}
+    if old != new:
+        raise SpecError(
+            f"the fixed workflow must have the same stages as workflow {stored.name}; "
+            f"missing {sorted(old - new)}, added {sorted(new - old)}"
+        )
+    stages = [stored.stage(s.name) if s.name in kept else s for s in fixed.stages]
+    return Workflow.parse({"name": stored.name, "stages": stages}, source="fixed workflow")
