@@ -197,6 +197,78 @@ def report_usage(
         click.echo(report_render.render(result, output_format), nl=False)
 
 
+@report.command("grant")
+@click.option("--account", required=True, help="The account (grant, project) to report on.")
+@click.option("--from", "start", type=_DATE, help="Start (UTC).  [default: --to's month start]")
+@click.option("--to", "end", type=_DATE, help="End, exclusive (UTC).  [default: now]")
+@click.option("--cluster", help="Only this cluster.")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(("html", "markdown", "csv", "json")),
+    default="html",
+    show_default=True,
+)
+@click.option(
+    "--top",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="Jobs in the top-jobs table.",
+)
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write here (atomically: the old file stays whole until the new one is complete).  "
+    "[default: stdout]",
+)
+@LEDGER_OPTION
+@reports_errors
+def report_grant(
+    *,
+    account: str,
+    start: datetime | None,
+    end: datetime | None,
+    cluster: str | None,
+    output_format: str,
+    top: int,
+    out_path: str | None,
+    ledger_url: str | None,
+) -> None:
+    """A grant report of one account: usage by month and user, allocations, the burn-down
+    with its forecast, top jobs. HTML is one self-contained file with charts.
+
+    Safe from cron: no prompts, exit status 0 or the documented error code, and --out is
+    replaced only by a complete report. Dates are UTC; --to is exclusive.
+    """
+    from hpcbridge.files import write_atomically
+    from hpcbridge.ledger import grant_render
+    from hpcbridge.ledger.grant import check_account, grant_report
+    from hpcbridge.ledger.store import Ledger
+
+    end = end.replace(tzinfo=UTC) if end else datetime.now(UTC)
+    start = start.replace(tzinfo=UTC) if start else _month_start(end)
+    if end <= start:
+        raise click.BadParameter(
+            f"--to {end:%Y-%m-%d %H:%M:%S} is not after --from", param_hint="'--to'"
+        )
+    with Ledger.open(ledger_url, upgrade=False) as opened:
+        try:
+            check_account(opened, account)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--account'") from exc
+        result = grant_report(opened, account, start, end, cluster=cluster, top=top)
+    data = grant_render.render(result, output_format).encode()
+    if out_path is None:
+        click.echo(data, nl=False)  # bytes go to the binary stream as they are
+        return
+    try:
+        write_atomically(out_path, data)
+    except OSError as exc:
+        raise click.BadParameter(f"cannot write {out_path}: {exc}", param_hint="'--out'") from exc
+
+
 def _month_start(end: datetime) -> datetime:
     """The start of the month holding the last moment before ``end``."""
     last = end - timedelta(microseconds=1)

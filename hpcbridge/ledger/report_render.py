@@ -33,11 +33,11 @@ class _Column:
     text: Callable[[Any], str]
 
 
-def _hours(value: float) -> str:
+def hours(value: float) -> str:
     return f"{value:,.2f}"
 
 
-def _percent(value: float) -> str:
+def percent(value: float) -> str:
     return f"{value:.1f}%"
 
 
@@ -45,7 +45,7 @@ def _wait(seconds: float) -> str:
     return format_duration(round(seconds))
 
 
-def _count(value: int) -> str:
+def count(value: int) -> str:
     return f"{value:,}"
 
 
@@ -54,19 +54,19 @@ def _granted(attribute: str) -> Callable[[Usage, Balance | None], float | None]:
 
 
 _USAGE_COLUMNS = (
-    _Column("core_hours", "core-h", lambda u, _b: u.core_hours, _hours),
-    _Column("gpu_hours", "GPU-h", lambda u, _b: u.gpu_hours, _hours),
-    _Column("jobs", "jobs", lambda u, _b: u.jobs, _count),
+    _Column("core_hours", "core-h", lambda u, _b: u.core_hours, hours),
+    _Column("gpu_hours", "GPU-h", lambda u, _b: u.gpu_hours, hours),
+    _Column("jobs", "jobs", lambda u, _b: u.jobs, count),
     _Column("mean_wait_s", "mean wait", lambda u, _b: u.mean_wait_s, _wait),
-    _Column("cpu_efficiency_pct", "CPU eff.", lambda u, _b: u.cpu_efficiency_pct, _percent),
+    _Column("cpu_efficiency_pct", "CPU eff.", lambda u, _b: u.cpu_efficiency_pct, percent),
 )
 _ALLOCATION_COLUMNS = (
-    _Column("granted_core_hours", "granted core-h", _granted("granted_core_hours"), _hours),
-    _Column("remaining_core_hours", "left core-h", _granted("remaining_core_hours"), _hours),
-    _Column("core_used_pct", "core used", _granted("core_used_pct"), _percent),
-    _Column("granted_gpu_hours", "granted GPU-h", _granted("granted_gpu_hours"), _hours),
-    _Column("remaining_gpu_hours", "left GPU-h", _granted("remaining_gpu_hours"), _hours),
-    _Column("gpu_used_pct", "GPU used", _granted("gpu_used_pct"), _percent),
+    _Column("granted_core_hours", "granted core-h", _granted("granted_core_hours"), hours),
+    _Column("remaining_core_hours", "left core-h", _granted("remaining_core_hours"), hours),
+    _Column("core_used_pct", "core used", _granted("core_used_pct"), percent),
+    _Column("granted_gpu_hours", "granted GPU-h", _granted("granted_gpu_hours"), hours),
+    _Column("remaining_gpu_hours", "left GPU-h", _granted("remaining_gpu_hours"), hours),
+    _Column("gpu_used_pct", "GPU used", _granted("gpu_used_pct"), percent),
 )
 
 
@@ -156,15 +156,15 @@ def to_markdown(report: UsageReport) -> str:
     """A Markdown section from templates/reports/usage.md.j2 (a site may restyle it there)."""
     headings, rows, total = _human(report)
     aligns = ["---"] * len(report.by) + ["---:"] * (len(headings) - len(report.by))
-    template = _environment().get_template("reports/usage.md.j2")
+    template = environment().get_template("reports/usage.md.j2")
     return template.render(
         title=title(report), headings=headings, aligns=aligns, rows=rows, total=total
     )
 
 
-def _environment() -> jinja2.Environment:
+def environment() -> jinja2.Environment:
     """Report templates are Markdown, not shell: no quoting, but ``|`` in a cell is escaped."""
-    environment = jinja2.Environment(
+    result = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(data_dir("templates"))),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
@@ -172,8 +172,8 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    environment.filters["cell"] = lambda text: str(text).replace("|", "\\|").replace("\n", " ")
-    return environment
+    result.filters["cell"] = lambda text: str(text).replace("|", "\\|").replace("\n", " ")
+    return result
 
 
 def render(report: UsageReport, output_format: str) -> str:
