@@ -274,7 +274,9 @@ def _critical_path(
 
     networkx weighs edges, so each edge carries its target's weight and a virtual source,
     pointing at every stage, carries the first stage's; a stage that ended without running
-    weighs nothing.
+    weighs nothing. Durations are whole seconds, so a bonus below one second per stage makes
+    the longer chain win a tie without outweighing a real second: stages that took no
+    measurable time still have a critical path.
     """
     import networkx as nx
 
@@ -285,10 +287,11 @@ def _critical_path(
         return durations[stage.name][0] if actual is None else actual
 
     weights = {stage.name: weight(stage) for stage in view.stages}
+    tie_break = 1 / (len(weights) + 1)
     source = object()
     weighted: nx.DiGraph[object] = nx.DiGraph()
-    weighted.add_edges_from((source, name, {"w": weights[name]}) for name in graph)
-    weighted.add_edges_from((u, v, {"w": weights[v]}) for u, v in graph.edges)
+    weighted.add_edges_from((source, name, {"w": weights[name] + tie_break}) for name in graph)
+    weighted.add_edges_from((u, v, {"w": weights[v] + tie_break}) for u, v in graph.edges)
     path = [str(node) for node in nx.dag_longest_path(weighted, weight="w") if node is not source]
     return path, sum(weights[name] for name in path)
 

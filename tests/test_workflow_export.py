@@ -184,6 +184,16 @@ def test_actual_durations_change_the_critical_path() -> None:
     assert timeline.critical_edges == {("prep", "sim-b"), ("sim-b", "merge")}
 
 
+def test_stages_that_took_no_measurable_time_still_have_the_longest_chain_as_critical() -> None:
+    instant = {"started": at(0), "ended": at(0), "state": "COMPLETED"}
+    view = diamond(**{name: instant for name in ("prep", "sim-a", "sim-b", "merge")})
+    timeline = build_timeline(view, now=NOW)
+    assert len(timeline.critical_path) == 3
+    assert timeline.critical_path[0] == "prep"
+    assert timeline.critical_path[-1] == "merge"
+    assert timeline.critical_length_s == 0
+
+
 def failed_run() -> WorkflowView:
     """sim fails; post (afterok) is cancelled unrun; report (afterany) still runs."""
     return WorkflowView(
