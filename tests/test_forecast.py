@@ -19,7 +19,7 @@ from hpcbridge.cli import main
 from hpcbridge.errors import ForecastError
 from hpcbridge.ledger.evaluate import month_bounds, read_trace
 from hpcbridge.ledger.forecast import budget_burndown, forecast_usage
-from hpcbridge.ledger.model import forecast, level
+from hpcbridge.ledger.model import ALPHAS, forecast, level, median_ape
 from hpcbridge.ledger.monthly import job_series, ledger_series
 from hpcbridge.ledger.records import AttemptRecord
 from hpcbridge.ledger.store import Ledger
@@ -175,6 +175,48 @@ def test_idle_groups_are_calibrated_apart_from_active_ones() -> None:
     result = forecast(np.vstack([active, stopped]), 1)
     assert result.point.tolist() == [1000.0] * 40 + [0.0] * 40
     assert result.high[40:].tolist() == [0.0] * 40
+
+
+def test_idle_groups_forecast_nothing_when_the_replay_says_they_stay_idle() -> None:
+    active = np.full((40, 6), 1000.0)
+    stopped = np.tile([1000.0, 1000.0, 1000.0, 0.0, 0.0, 0.0], (3, 1))  # 6 idle ratios, all 0
+    result = forecast(np.vstack([active, stopped]), 1)
+    # Six idle ratios are too few for an interval of their own, enough for a median: the
+    # point is 0, while the interval (borrowed from the pool) still scales the level.
+    assert result.point[40:].tolist() == [0.0] * 3
+    assert np.all(result.high[40:] > 0)
+    returning = np.tile([1000.0, 0.0, 1000.0, 0.0, 1000.0, 0.0], (3, 1))  # idle ones come back
+    again = forecast(np.vstack([active, returning]), 1)
+    assert np.all(again.point[40:] > 0)
+
+
+def test_smoothing_is_chosen_by_the_replay_and_sees_only_the_past() -> None:
+    generator = np.random.default_rng(11)
+    walk = 5000 * np.exp(np.cumsum(generator.normal(0, 0.3, size=(60, 10)), axis=1))
+    noise = 5000 * generator.lognormal(0, 0.5, size=(60, 10))
+    assert forecast(walk, 1).alpha >= 0.75  # a random walk is followed month to month ...
+    assert forecast(noise, 1).alpha <= 0.5  # ... noise around a constant is smoothed
+    for history, horizon in ((walk, 1), (noise, 1), (walk, 3), (noise, 2)):
+        # Replay by hand, each forecast from its own prefix of months only: the chosen
+        # smoothing is the one whose replay has the smallest median APE (all rows active).
+        losses = []
+        for alpha in ALPHAS:
+            ratios = np.concatenate(
+                [
+                    history[:, j + horizon - 1] / level(history[:, :j], alpha)
+                    for j in range(2, history.shape[1] - horizon + 1)
+                ]
+            )
+            losses.append(median_ape(np.full(len(ratios), np.median(ratios)), ratios))
+        result = forecast(history, horizon)
+        assert result.alpha == ALPHAS[int(np.argmin(losses))]
+
+
+def test_median_ape_scores_empty_months_as_the_harness_does() -> None:
+    ratios = np.array([0.0, 0.0, 2.0])
+    assert median_ape(np.zeros(3), ratios) == 0.0  # two empty months forecast exactly
+    assert median_ape(np.ones(3), ratios) == np.inf  # something forecast for nothing
+    assert median_ape(np.array([0.0, 0.0, 1.0]), ratios) == 0.0
 
 
 def test_too_short_a_history_is_a_forecast_error() -> None:
