@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from hpcbridge.cli_checkpoint import checkpoint
 from hpcbridge.cli_forecast import advise, forecast
 from hpcbridge.cli_ledger import ledger, report
 from hpcbridge.cli_support import (
@@ -138,6 +139,7 @@ _job_verb("requeue", "Requeue (stop and run again)")
 
 main.add_command(ledger)
 main.add_command(report)
+main.add_command(checkpoint)
 main.add_command(forecast)
 main.add_command(advise)
 main.add_command(workflow)

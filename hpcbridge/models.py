@@ -152,6 +152,58 @@ class SignalSpec(_Model):
         return bare
 
 
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+class CheckpointSpec(_Model):
+    """Checkpoint/restart around a job, done by a bash wrapper in the script (checkpoint.sh.j2).
+
+    The wrapper, not hpcbridge, runs on the compute node, so everything here is what that
+    bash needs: ``command`` saves the running job's state into ``$HPCBRIDGE_CHECKPOINT_TMP``
+    while the job keeps running; ``restart`` (default: the job's own command) starts from
+    ``$HPCBRIDGE_CHECKPOINT``, the newest checkpoint whose manifest verifies. ``signal`` arrives
+    ``signal.seconds`` before the time limit, always at the batch shell, where the wrapper traps
+    it; it then checkpoints and either requeues the job or exits 0 (``on_limit``) so that the
+    next segment of a chain takes over. ``total_runtime`` and ``max_segments`` size such a
+    chain (hpcbridge.segments); the wrapper itself does not read them.
+    """
+
+    command: Annotated[str, AfterValidator(_not_blank)]
+    restart: Annotated[str, AfterValidator(_not_blank)] | None = None
+    directory: Annotated[str, AfterValidator(_not_blank)]
+    signal: SignalSpec = SignalSpec(name="USR1", seconds=120)
+    interval: Walltime | None = None
+    keep: int = Field(3, ge=1)
+    max_restarts: int = Field(10, ge=0)
+    on_limit: Literal["requeue", "exit"] = "requeue"
+    total_runtime: Walltime | None = None
+    max_segments: int = Field(100, ge=1)
+
+    @field_validator("signal")
+    @classmethod
+    def _to_batch_shell(cls, signal: SignalSpec) -> SignalSpec:
+        # Only the batch shell runs the wrapper's trap; a signal to the job's steps is lost.
+        return signal if signal.batch_shell else signal.model_copy(update={"batch_shell": True})
+
+    @field_validator("interval")
+    @classmethod
+    def _positive_interval(cls, interval: int | None) -> int | None:
+        if interval is not None and interval < 1:
+            raise ValueError("must be at least one second (write MM:SS, e.g. 0:30)")
+        return interval
+
+    @field_validator("directory")
+    @classmethod
+    def _one_line(cls, directory: str) -> str:
+        # Checkpoint names and the attempts log are read line by line, by bash and Python.
+        if "\n" in directory or "\r" in directory:
+            raise ValueError(f"{directory!r} holds a line break")
+        return directory
+
+
 class JobSpec(_Model):
     """One batch job, independent of the scheduler that will run it."""
 
@@ -175,6 +227,7 @@ class JobSpec(_Model):
     stderr: Token | None = None
     modules: list[Token] = []
     setup: list[str] = []
+    checkpoint: CheckpointSpec | None = None
 
     @field_validator("array")
     @classmethod
@@ -202,7 +255,30 @@ class JobSpec(_Model):
             raise ValueError("give exactly one of command or script")
         if self.begin and self.deadline and self.deadline <= self.begin:
             raise ValueError(f"deadline {self.deadline} is not after begin {self.begin}")
+        if self.checkpoint is not None:
+            if self.signal is not None and self.signal != self.checkpoint.signal:
+                raise ValueError(
+                    "signal: the checkpoint wrapper owns the warning signal; set "
+                    "checkpoint.signal instead"
+                )
+            if self.requeue is False and self.checkpoint.on_limit == "requeue":
+                raise ValueError(
+                    "requeue is false but checkpoint.on_limit is requeue; a checkpointed job "
+                    "must be requeueable (or set on_limit: exit)"
+                )
         return self
+
+    @property
+    def warning_signal(self) -> SignalSpec | None:
+        """The signal sent before the time limit: the job's own, or its checkpoint wrapper's."""
+        return self.signal or (self.checkpoint.signal if self.checkpoint else None)
+
+    @property
+    def requeue_flag(self) -> bool | None:
+        """``requeue`` as given; a checkpointed job is requeueable unless it says otherwise."""
+        if self.requeue is None and self.checkpoint is not None:
+            return True
+        return self.requeue
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> JobSpec:

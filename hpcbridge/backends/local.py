@@ -21,6 +21,7 @@ from typing import Any
 
 from hpcbridge.backends import local_store as st
 from hpcbridge.backends.base import aggregate_array
+from hpcbridge.checkpoint import checkpoint_context
 from hpcbridge.errors import JobNotFound, SchedulerError, SubmitError, TransportError
 from hpcbridge.models import JobInfo, JobSpec, JobState
 from hpcbridge.transports.base import Transport
@@ -53,8 +54,9 @@ class LocalBackend:
         self.store = st.Store(Path(state_dir) if state_dir else default_state_dir())
 
     def template_context(self, spec: JobSpec) -> dict[str, Any]:
-        """Nothing: the runner reads every setting from the state store, not from the script."""
-        return {}
+        """Only the checkpoint wrapper's commands: the runner reads every setting from the
+        state store, not from the script."""
+        return checkpoint_context(spec)
 
     def submit(self, script: str, spec: JobSpec, token: str | None = None) -> str:
         """Record the job and start its runner; dependencies must name known jobs, as in Slurm."""
@@ -282,7 +284,7 @@ def _requeue_problem(store: st.Store, record: st.Record) -> str | None:
 def _meta(
     job: int, spec: JobSpec, depends: list[list[str]], indices: list[int], token: str | None
 ) -> st.JobMeta:
-    signal = spec.signal
+    signal = spec.warning_signal
     cwd = os.getcwd()
     return {
         "id": job,

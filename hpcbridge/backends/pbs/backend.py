@@ -8,6 +8,7 @@ from typing import Any
 from hpcbridge.backends.base import with_array_totals
 from hpcbridge.backends.commands import ErrorTable, SchedulerCommands
 from hpcbridge.backends.pbs import cli, parse
+from hpcbridge.checkpoint import checkpoint_context
 from hpcbridge.errors import JobNotFound, SpecError
 from hpcbridge.models import JobInfo, JobSpec
 from hpcbridge.rendering import ShellCode
@@ -81,6 +82,7 @@ class PbsBackend:
         if spec.signal is not None and spec.resources.walltime is None:
             raise SpecError("signal: on PBS the signal is timed from resources.walltime; set it")
         walltime = spec.resources.walltime
+        warning = spec.warning_signal  # without a walltime a checkpointed job needs no warning
         return {
             "select": cli.select_statement(spec, self.gpu_type_resource),
             "array": cli.array_range(spec),
@@ -90,7 +92,8 @@ class PbsBackend:
             "workdir": ShellCode('"$PBS_O_WORKDIR"') if spec.workdir is None else spec.workdir,
             "stdout": cli.output_word(spec.stdout) if spec.stdout else None,
             "stderr": cli.output_word(spec.stderr) if spec.stderr else None,
-            "signal_after": walltime - spec.signal.seconds if spec.signal and walltime else None,
+            "signal_after": walltime - warning.seconds if warning and walltime else None,
+            **checkpoint_context(spec),
         }
 
     def submit(self, script: str, spec: JobSpec, token: str | None = None) -> str:

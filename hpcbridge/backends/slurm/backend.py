@@ -8,6 +8,7 @@ from typing import Any
 from hpcbridge.backends.base import with_array_totals
 from hpcbridge.backends.commands import ErrorTable, SchedulerCommands
 from hpcbridge.backends.slurm import cli, parse
+from hpcbridge.checkpoint import checkpoint_context
 from hpcbridge.errors import JobNotFound
 from hpcbridge.models import JobInfo, JobSpec
 from hpcbridge.transports.base import Transport
@@ -54,8 +55,11 @@ class SlurmBackend:
         self.commands = SchedulerCommands(transport, ERRORS, attempts=attempts, backoff=backoff)
 
     def template_context(self, spec: JobSpec) -> dict[str, Any]:
-        """The --dependency expression."""
-        return {"dependency": cli.dependency_expression(spec.depends_on)}
+        """The --dependency expression, and the checkpoint wrapper's commands."""
+        return {
+            "dependency": cli.dependency_expression(spec.depends_on),
+            **checkpoint_context(spec),
+        }
 
     def submit(self, script: str, spec: JobSpec, token: str | None = None) -> str:
         """sbatch the script; ``token`` is the job comment that identifies this submission."""
