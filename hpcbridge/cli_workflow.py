@@ -68,17 +68,22 @@ def workflow() -> None:
 def submit(
     workflow_file: str, site: str, state_dir: str | None, ledger_url: str | None, as_json: bool
 ) -> None:
-    """Validate WORKFLOW_FILE, submit every stage, and print the workflow id."""
-    from hpcbridge.errors import HpcBridgeError
-    from hpcbridge.workflow import Workflow, submit_workflow
+    """Validate WORKFLOW_FILE, submit every stage, and print the workflow id.
 
-    spec = Workflow.from_yaml(workflow_file)
+    WORKFLOW_FILE lists stages; or it is a job file whose checkpoint.total_runtime is longer
+    than one job may run, submitted as a chain of segments (seg01, seg02, ...).
+    """
+    from hpcbridge.errors import HpcBridgeError
+    from hpcbridge.segments import workflow_from_file
+    from hpcbridge.workflow import submit_workflow
+
     site_ref = os.path.abspath(site) if os.path.isfile(site) else site
     with (
         _store(state_dir, ledger_url) as store,
         _open(site_ref) as cluster,
         _progress(as_json, "submitting") as progress,
     ):
+        spec = workflow_from_file(workflow_file, cluster.site)
         try:
             record = submit_workflow(cluster, spec, store, site=site_ref, progress=progress)
         except HpcBridgeError as error:

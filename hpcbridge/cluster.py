@@ -191,6 +191,11 @@ class Cluster:
 
     def _prepare(self, spec: JobSpec | Mapping[str, Any]) -> JobSpec:
         job = spec if isinstance(spec, JobSpec) else JobSpec.parse(spec)
+        if job.checkpoint is not None and job.checkpoint.total_runtime is not None:
+            raise SpecError(
+                f"job {job.name}: checkpoint.total_runtime makes it a chain of segments; submit "
+                "it with `hpcbridge workflow submit FILE` or hpcbridge.segments.submit_segments"
+            )
         job = self.site.prepare(job)
         if not job.depends_on:
             return job
