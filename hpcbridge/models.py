@@ -58,6 +58,17 @@ def _job_reference(value: str) -> str:
 
 
 JobReference = Annotated[str, AfterValidator(_job_reference)]
+# Slurm hostlists: "node07", "gpu[01-04,09]", "a,b".
+_NODE_LIST = re.compile(r"^[\w.,\[\]-]+$")
+
+
+def _node_list(value: str) -> str:
+    if not _NODE_LIST.match(value):
+        raise ValueError(f"{value!r} is not a node name or hostlist such as node[01-04]")
+    return value
+
+
+NodeList = Annotated[str, AfterValidator(_node_list)]
 Walltime = Annotated[
     int, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)
 ]
@@ -228,6 +239,9 @@ class JobSpec(_Model):
     modules: list[Token] = []
     setup: list[str] = []
     checkpoint: CheckpointSpec | None = None
+    # Nodes the job must not run on (sbatch --exclude): set by workflow resume after a node
+    # failure. PBS's qsub and the local backend have no such request and refuse it.
+    exclude_nodes: NodeList | None = None
 
     @field_validator("array")
     @classmethod

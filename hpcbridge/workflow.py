@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from hpcbridge.errors import HpcBridgeError, JobNotFound, SpecError, WorkflowError
+from hpcbridge.errors import HpcBridgeError, JobNotFound, SpecError, SubmitError, WorkflowError
 from hpcbridge.models import (
     Dependency,
     JobInfo,
@@ -47,6 +47,9 @@ if TYPE_CHECKING:
 StageCondition = Literal["afterok", "afterany", "afternotok"]
 STAGE_CONDITIONS: tuple[StageCondition, ...] = ("afterok", "afterany", "afternotok")
 NOT_SUBMITTED = "NOT_SUBMITTED"
+# What sbatch says when --exclude leaves no node that could run the job, or names a node
+# that is no longer configured (slurm/src/common/slurm_errno.c).
+_EXCLUSION_REFUSED = ("Requested node configuration is not available", "Invalid node name")
 _CANCELLED_HERE = "; cancelled by hpcbridge"
 
 
@@ -304,8 +307,9 @@ def resume_workflow(
             name: s.job_id for name, s in kept.items() if s.job_id and s.state != JobState.COMPLETED
         }
         _check_site(cluster, record.workflow, rerun)
+        avoid = _failed_nodes(cluster, [statuses[name] for name in rerun])
         try:
-            _submit_stages(cluster, record, rerun, kept_ids, progress)
+            _submit_stages(cluster, record, rerun, kept_ids, progress, avoid=avoid)
         finally:
             store.save(record)
     return record, rerun, skipped
@@ -342,8 +346,15 @@ def _submit_stages(
     names: Sequence[str],
     job_ids: dict[str, str],
     progress: Callable[[int, int], None] | None,
+    *,
+    avoid: Mapping[str, str] | None = None,
 ) -> None:
-    """Submit ``names`` in order; ``job_ids`` maps the stages to wait on (others are done)."""
+    """Submit ``names`` in order; ``job_ids`` maps the stages to wait on (others are done).
+
+    A stage in ``avoid`` is first submitted excluding those nodes; if the scheduler says no
+    other node could run it, it is submitted without the exclusion, and the record says so.
+    """
+    avoid = avoid or {}
     workflow = record.workflow
     for done, name in enumerate(names, start=1):
         stage = workflow.stage(name)
@@ -353,10 +364,37 @@ def _submit_stages(
             if parent in job_ids
         ]
         spec = stage.model_copy(update={"name": workflow.job_name(name), "depends_on": depends_on})
-        job_ids[name] = cluster.submit(spec)
-        record.add_job(name, job_ids[name], datetime.now().astimezone())
+        details: dict[str, Any] = {}
+        job_id = None
+        if name in avoid:
+            details["excluded"] = avoid[name]
+            try:
+                job_id = cluster.submit(spec.model_copy(update={"exclude_nodes": avoid[name]}))
+            except SubmitError as exc:
+                if not any(refusal in str(exc) for refusal in _EXCLUSION_REFUSED):
+                    raise
+                details["exclusion_refused"] = True
+        job_ids[name] = job_id or cluster.submit(spec)
+        record.add_job(name, job_ids[name], datetime.now().astimezone(), **details)
         if progress is not None:
             progress(done, len(names))
+
+
+def _failed_nodes(cluster: Cluster, statuses: Sequence[StageStatus]) -> dict[str, str]:
+    """The nodes each stage's last job failed on, for stages that ended NODE_FAIL/BOOT_FAIL.
+
+    Only Slurm can be asked to avoid nodes (sbatch --exclude); elsewhere a down node is left
+    out by the scheduler itself while it stays down.
+    """
+    if cluster.backend.name != "slurm":
+        return {}
+    return {
+        status.name: status.info.nodes
+        for status in statuses
+        if status.info is not None
+        and status.info.state in (JobState.NODE_FAIL, JobState.BOOT_FAIL)
+        and status.info.nodes
+    }
 
 
 def started_at(info: JobInfo | None) -> datetime | None:

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -45,6 +45,10 @@ class Submission(BaseModel):
 
     job_id: str
     submitted: datetime
+    # Nodes the submission asked to avoid (after a node failure), and whether the scheduler
+    # accepted that: a cluster left with no other node refuses, and the job goes anywhere.
+    excluded: str | None = None
+    exclusion_refused: bool = False
 
 
 class WorkflowRecord(BaseModel):
@@ -73,9 +77,10 @@ class WorkflowRecord(BaseModel):
         submissions = self.jobs.get(stage)
         return submissions[-1].job_id if submissions else None
 
-    def add_job(self, stage: str, job_id: str, submitted: datetime) -> None:
-        """Note a new submission of a stage."""
-        self.jobs.setdefault(stage, []).append(Submission(job_id=job_id, submitted=submitted))
+    def add_job(self, stage: str, job_id: str, submitted: datetime, **details: Any) -> None:
+        """Note a new submission of a stage (``details``: Submission's optional fields)."""
+        submission = Submission(job_id=job_id, submitted=submitted, **details)
+        self.jobs.setdefault(stage, []).append(submission)
 
 
 def default_directory() -> Path:

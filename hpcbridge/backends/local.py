@@ -22,7 +22,7 @@ from typing import Any
 from hpcbridge.backends import local_store as st
 from hpcbridge.backends.base import aggregate_array
 from hpcbridge.checkpoint import checkpoint_context
-from hpcbridge.errors import JobNotFound, SchedulerError, SubmitError, TransportError
+from hpcbridge.errors import JobNotFound, SchedulerError, SpecError, SubmitError, TransportError
 from hpcbridge.models import JobInfo, JobSpec, JobState
 from hpcbridge.transports.base import Transport
 
@@ -56,6 +56,11 @@ class LocalBackend:
     def template_context(self, spec: JobSpec) -> dict[str, Any]:
         """Only the checkpoint wrapper's commands: the runner reads every setting from the
         state store, not from the script."""
+        if spec.exclude_nodes is not None:
+            raise SpecError(
+                f"exclude_nodes: {spec.exclude_nodes!r} cannot be honoured by the local "
+                "backend, which runs every job on this machine"
+            )
         return checkpoint_context(spec)
 
     def submit(self, script: str, spec: JobSpec, token: str | None = None) -> str:

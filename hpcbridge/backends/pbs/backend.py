@@ -79,6 +79,11 @@ class PbsBackend:
             )
         if spec.deadline is not None:
             raise SpecError("deadline: PBS has no deadline for jobs; leave it out on PBS sites")
+        if spec.exclude_nodes is not None:
+            raise SpecError(
+                f"exclude_nodes: {spec.exclude_nodes!r} cannot be asked of PBS, whose qsub "
+                "has no host exclusion; leave it out on PBS sites"
+            )
         if spec.signal is not None and spec.resources.walltime is None:
             raise SpecError("signal: on PBS the signal is timed from resources.walltime; set it")
         walltime = spec.resources.walltime
