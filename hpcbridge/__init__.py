@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from hpcbridge.cluster import Cluster
     from hpcbridge.errors import (
+        CheckpointError,
         CommandTimeout,
         ConfigError,
+        ForecastError,
         HpcBridgeError,
         JobNotFound,
         LedgerError,
@@ -26,9 +28,22 @@ if TYPE_CHECKING:
         TransportError,
         TransportUnavailable,
         WaitTimeout,
+        WorkflowError,
     )
+    from hpcbridge.ledger.advice import advise_walltime
+    from hpcbridge.ledger.forecast import budget_burndown, forecast_usage
+    from hpcbridge.ledger.grant import grant_report
     from hpcbridge.ledger.store import Ledger
-    from hpcbridge.models import Dependency, JobInfo, JobSpec, JobState, Resources, SignalSpec
+    from hpcbridge.models import (
+        CheckpointSpec,
+        Dependency,
+        JobInfo,
+        JobSpec,
+        JobState,
+        Resources,
+        SignalSpec,
+    )
+    from hpcbridge.segments import submit_segments
     from hpcbridge.site import SiteConfig
     from hpcbridge.transports import (
         CommandResult,
@@ -38,14 +53,19 @@ if TYPE_CHECKING:
         SshTransport,
         Transport,
     )
+    from hpcbridge.workflow import Workflow, resume_workflow, submit_workflow, workflow_status
+    from hpcbridge.workflow_export import render_workflow
+    from hpcbridge.workflow_store import LedgerStore, StateFileStore
 
 __version__ = "0.1.0"
 
 _HOMES = {
     "hpcbridge.cluster": ["Cluster"],
     "hpcbridge.errors": [
+        "CheckpointError",
         "CommandTimeout",
         "ConfigError",
+        "ForecastError",
         "HpcBridgeError",
         "JobNotFound",
         "LedgerError",
@@ -58,9 +78,22 @@ _HOMES = {
         "TransportError",
         "TransportUnavailable",
         "WaitTimeout",
+        "WorkflowError",
     ],
+    "hpcbridge.ledger.advice": ["advise_walltime"],
+    "hpcbridge.ledger.forecast": ["budget_burndown", "forecast_usage"],
+    "hpcbridge.ledger.grant": ["grant_report"],
     "hpcbridge.ledger.store": ["Ledger"],
-    "hpcbridge.models": ["Dependency", "JobInfo", "JobSpec", "JobState", "Resources", "SignalSpec"],
+    "hpcbridge.models": [
+        "CheckpointSpec",
+        "Dependency",
+        "JobInfo",
+        "JobSpec",
+        "JobState",
+        "Resources",
+        "SignalSpec",
+    ],
+    "hpcbridge.segments": ["submit_segments"],
     "hpcbridge.site": ["SiteConfig"],
     "hpcbridge.transports": [
         "CommandResult",
@@ -70,16 +103,22 @@ _HOMES = {
         "SshTransport",
         "Transport",
     ],
+    "hpcbridge.workflow": ["Workflow", "resume_workflow", "submit_workflow", "workflow_status"],
+    "hpcbridge.workflow_export": ["render_workflow"],
+    "hpcbridge.workflow_store": ["LedgerStore", "StateFileStore"],
 }
 _MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
 
 __all__ = [
+    "CheckpointError",
+    "CheckpointSpec",
     "Cluster",
     "CommandResult",
     "CommandTimeout",
     "ConfigError",
     "Dependency",
     "FakeTransport",
+    "ForecastError",
     "HpcBridgeError",
     "JobInfo",
     "JobNotFound",
@@ -87,6 +126,7 @@ __all__ = [
     "JobState",
     "Ledger",
     "LedgerError",
+    "LedgerStore",
     "LocalTransport",
     "RecordingTransport",
     "RenderError",
@@ -97,13 +137,25 @@ __all__ = [
     "SiteConfig",
     "SpecError",
     "SshTransport",
+    "StateFileStore",
     "SubmitError",
     "TraceError",
     "Transport",
     "TransportError",
     "TransportUnavailable",
     "WaitTimeout",
+    "Workflow",
+    "WorkflowError",
     "__version__",
+    "advise_walltime",
+    "budget_burndown",
+    "forecast_usage",
+    "grant_report",
+    "render_workflow",
+    "resume_workflow",
+    "submit_segments",
+    "submit_workflow",
+    "workflow_status",
 ]
 
 
