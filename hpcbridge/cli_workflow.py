@@ -172,21 +172,41 @@ def resume(
 @click.argument("workflow_id")
 @click.option("--format", "fmt", type=click.Choice(_FORMATS), default="mermaid", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write to this file.")
+@click.option(
+    "--predict",
+    is_flag=True,
+    help="Expect run times predicted from the accounting ledger (--ledger, $HPCBRIDGE_LEDGER "
+    "or the default one) instead of walltimes.",
+)
 @_store_options
 @reports_errors
 def show(
-    workflow_id: str, fmt: str, out: str | None, state_dir: str | None, ledger_url: str | None
+    workflow_id: str,
+    *,
+    fmt: str,
+    out: str | None,
+    predict: bool,
+    state_dir: str | None,
+    ledger_url: str | None,
 ) -> None:
     """Draw the DAG and its expected-vs-actual timeline (png and svg need --out or a pipe)."""
     from hpcbridge.files import write_atomically
-    from hpcbridge.workflow import workflow_view
+    from hpcbridge.workflow import predicted_durations, workflow_view
     from hpcbridge.workflow_export import render_workflow
 
     with _store(state_dir, ledger_url) as store:
         record = store.load(workflow_id)
     with _open(record.site) as cluster:
         view = workflow_view(cluster, record)
-    drawn = render_workflow(view, fmt)
+        predicted = None
+        if predict:
+            import getpass
+
+            from hpcbridge.ledger.store import Ledger
+
+            with Ledger.open(ledger_url, upgrade=False) as ledger:
+                predicted = predicted_durations(cluster, record, ledger, user=getpass.getuser())
+    drawn = render_workflow(view, fmt, predicted=predicted)
     data = drawn.encode() if isinstance(drawn, str) else drawn
     if out is None:
         click.echo(data, nl=False)  # bytes go to the binary stream as they are

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     import networkx as nx
 
     from hpcbridge.cluster import Cluster
+    from hpcbridge.ledger.store import Ledger
     from hpcbridge.workflow_export import WorkflowView
     from hpcbridge.workflow_store import WorkflowRecord, WorkflowStore
 
@@ -338,6 +339,28 @@ def workflow_view(cluster: Cluster, record: WorkflowRecord) -> WorkflowView:
             )
         )
     return WorkflowView(record.workflow_id, record.workflow.name, tuple(stages))
+
+
+def predicted_durations(
+    cluster: Cluster, record: WorkflowRecord, ledger: Ledger, *, user: str
+) -> dict[str, float]:
+    """Each stage's expected run time from the ledger: earlier runs of the same job (the same
+    ``<workflow>.<stage>`` name and walltime) or the user's share of what they request.
+
+    A stage with neither a walltime nor any history is left out; the timeline then gives it
+    its own default.
+    """
+    from hpcbridge.errors import ForecastError
+    from hpcbridge.ledger.advice import runtime_history
+
+    history = runtime_history(ledger, user=user)
+    predicted: dict[str, float] = {}
+    for stage in record.workflow.stages:
+        walltime = cluster.site.prepare(stage).resources.walltime
+        with suppress(ForecastError):
+            job_name = record.workflow.job_name(stage.name)
+            predicted[stage.name] = history.predict(user, job_name, walltime).seconds
+    return predicted
 
 
 def _submit_stages(

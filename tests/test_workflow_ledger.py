@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-import pytest
+import getpass
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from hpcbridge import JobState
+from hpcbridge.cli import main
 from hpcbridge.errors import WorkflowError
+from hpcbridge.ledger.records import AttemptRecord
 from hpcbridge.ledger.store import Ledger
 from hpcbridge.workflow import Workflow
 from hpcbridge.workflow_store import LedgerStore, WorkflowRecord
@@ -56,3 +66,48 @@ def test_what_was_saved_under_the_lock_survives_a_failure(ledger: Ledger) -> Non
     with pytest.raises(RuntimeError, match="sbatch died"):
         submit_one_then_fail()
     assert LedgerStore(ledger).load(saved.workflow_id).latest_job("a") == "7"
+
+
+def test_show_predict_expects_each_stage_to_run_as_long_as_its_history_says(
+    ledger_url: str, tmp_path: Path
+) -> None:
+    user = getpass.getuser()
+    start = datetime(2026, 1, 5, tzinfo=UTC)
+    runs = [  # three earlier runs of stage a, 10 min each out of the hour it asks for
+        AttemptRecord(
+            job_id=str(n),
+            attempt=1,
+            state=JobState.COMPLETED,
+            user=user,
+            account="physics",
+            name="pred.a",
+            submit=start + timedelta(hours=n),
+            start=start + timedelta(hours=n),
+            end=start + timedelta(hours=n, minutes=10),
+            alloc_cpus=1,
+            req_walltime_s=3600,
+        )
+        for n in range(3)
+    ]
+    with Ledger.open(ledger_url) as opened:
+        opened.upsert_attempts("hpcbridge-local", "local", runs, source="test")
+    flow = tmp_path / "pred.yaml"
+    stages = [
+        {"name": "a", "command": "true", "resources": {"walltime": "1:00:00"}},
+        {"name": "b", "command": "true", "depends_on": "a", "resources": {"walltime": "30:00"}},
+    ]
+    flow.write_text(yaml.safe_dump({"name": "pred", "stages": stages}))
+    common = ["--ledger", ledger_url]
+    env = {"XDG_STATE_HOME": str(tmp_path / "state"), "XDG_DATA_HOME": str(tmp_path / "data")}
+    runner = CliRunner(env=env)
+    submitted = runner.invoke(main, ["workflow", "submit", str(flow), "--json", *common])
+    assert submitted.exit_code == 0, submitted.output
+    workflow_id = json.loads(submitted.stdout)["workflow_id"]
+    shown = runner.invoke(
+        main, ["workflow", "show", workflow_id, "--format", "json", "--predict", *common]
+    )
+    assert shown.exit_code == 0, shown.output
+    expected = {s["name"]: s for s in json.loads(shown.stdout)["stages"]}
+    assert expected["a"]["expected_duration_s"] == 600  # the same job's median
+    assert expected["b"]["expected_duration_s"] == 300  # the user's share (1/6) of 30 min
+    assert {s["duration_source"] for s in expected.values()} == {"prediction"}

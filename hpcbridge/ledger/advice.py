@@ -52,10 +52,7 @@ def advise_walltime(
     as_of: datetime | None = None,
 ) -> WalltimeAdvice:
     """Predict the run time of ``user``'s job ``name`` asking for ``request_s`` seconds."""
-    moment = as_of or datetime.now(UTC)
-    history = RuntimeHistory()
-    for job in _finished_jobs(ledger, user, moment):
-        history.add(job)
+    history = runtime_history(ledger, user=user, as_of=as_of)
     prediction = history.predict(user, name, request_s)
     longest = max(history.recent_runs(user, name, request_s), default=prediction.seconds)
     suggested = math.ceil(HEADROOM * longest / _QUARTER_HOUR) * _QUARTER_HOUR
@@ -72,6 +69,15 @@ def advise_walltime(
         f"from {prediction.runs} finished run(s))"
     )
     return WalltimeAdvice(prediction, request_s, share, suggested, text)
+
+
+def runtime_history(ledger: Ledger, *, user: str, as_of: datetime | None = None) -> RuntimeHistory:
+    """The predictor fed with ``user``'s recent and everyone's most recent finished runs that
+    ended by ``as_of`` (default now): one read of the ledger for any number of predictions."""
+    history = RuntimeHistory()
+    for job in _finished_jobs(ledger, user, as_of or datetime.now(UTC)):
+        history.add(job)
+    return history
 
 
 def _finished_jobs(ledger: Ledger, user: str, as_of: datetime) -> list[FinishedJob]:
