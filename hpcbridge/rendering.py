@@ -18,7 +18,7 @@ import jinja2
 
 from hpcbridge.errors import RenderError, SpecError
 from hpcbridge.models import JobSpec
-from hpcbridge.resources import data_dir
+from hpcbridge.resources import template_environment
 from hpcbridge.units import format_duration, format_hours_clock
 
 
@@ -65,16 +65,8 @@ class Renderer:
     """Finds templates in a site's override folder first, then in the packaged ones."""
 
     def __init__(self, override_dir: Path | None = None) -> None:
-        search_path = [str(override_dir)] if override_dir else []
-        search_path.append(str(data_dir("templates")))
-        self.environment = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(search_path),
-            undefined=jinja2.StrictUndefined,
-            finalize=shell_quote,
-            autoescape=False,
-            keep_trailing_newline=True,
-            trim_blocks=True,
-            lstrip_blocks=True,
+        self.environment = template_environment(
+            [override_dir] if override_dir else [], finalize=shell_quote
         )
         self.environment.filters.update(
             duration=format_duration, hours_clock=format_hours_clock, timestamp=format_timestamp

@@ -7,7 +7,12 @@ from any working directory.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import jinja2
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -18,3 +23,25 @@ def data_dir(folder: str) -> Path:
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError(f"hpcbridge data folder {folder!r} is missing from this install")
+
+
+def template_environment(
+    search_path: Sequence[str | Path] = (),
+    *,
+    finalize: Callable[[Any], Any] | None = None,
+    autoescape: bool = False,
+) -> jinja2.Environment:
+    """Jinja as every hpcbridge template is written for: a missing value is an error, not a
+    blank (StrictUndefined), block tags leave no blank lines, and ``search_path`` (a site's
+    overrides) is searched before the packaged templates."""
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader([*map(str, search_path), str(data_dir("templates"))]),
+        undefined=jinja2.StrictUndefined,
+        finalize=finalize,
+        autoescape=autoescape,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )

@@ -14,10 +14,8 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import jinja2
-
 from hpcbridge.errors import SpecError
-from hpcbridge.resources import data_dir
+from hpcbridge.resources import template_environment
 from hpcbridge.units import format_duration
 from hpcbridge.workflow_timeline import (
     CRITICAL_COLOUR,
@@ -225,15 +223,7 @@ def _edges(timeline: Timeline, node_id: Callable[[StageView], str]) -> list[dict
 
 
 def _render(name: str, finalize: Callable[[Any], Any] | None, **context: Any) -> str:
-    environment = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(data_dir("templates"))),
-        undefined=jinja2.StrictUndefined,
-        finalize=finalize,
-        autoescape=False,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    environment = template_environment(finalize=finalize)
     environment.filters.update(label=_mermaid_label, section=_mermaid_section)
     return environment.get_template(name).render(critical_colour=CRITICAL_COLOUR, **context)
 

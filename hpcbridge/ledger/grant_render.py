@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import jinja2
 from markupsafe import Markup
 
 from hpcbridge import charts
 from hpcbridge.ledger.report_render import count, environment, hours, percent
-from hpcbridge.resources import data_dir
+from hpcbridge.resources import template_environment
 from hpcbridge.units import format_duration
 
 if TYPE_CHECKING:
@@ -333,13 +332,7 @@ def to_markdown(report: GrantReport) -> str:
 
 def to_html(report: GrantReport) -> str:
     """One HTML page with inline CSS and SVG charts; it fetches nothing when opened."""
-    page = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(data_dir("templates"))),
-        undefined=jinja2.StrictUndefined,
-        autoescape=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    page = template_environment(autoescape=True)
     figures = [] if report.empty else [(_monthly_chart(report), "monthly")]
     if report.burn is not None:
         figures.append((_burndown_chart(report, report.burn), "burndown"))

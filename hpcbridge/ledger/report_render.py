@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import jinja2
 
-from hpcbridge.resources import data_dir
+from hpcbridge.resources import template_environment
 from hpcbridge.units import format_duration
 
 if TYPE_CHECKING:
@@ -164,14 +164,7 @@ def to_markdown(report: UsageReport) -> str:
 
 def environment() -> jinja2.Environment:
     """Report templates are Markdown, not shell: no quoting, but ``|`` in a cell is escaped."""
-    result = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(data_dir("templates"))),
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    result = template_environment()
     result.filters["cell"] = lambda text: str(text).replace("|", "\\|").replace("\n", " ")
     return result
 
