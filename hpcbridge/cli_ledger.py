@@ -178,12 +178,7 @@ def report_usage(
         by = parse_group_by(group_by)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="'--by'") from exc
-    end = end.replace(tzinfo=UTC) if end else datetime.now(UTC)
-    start = start.replace(tzinfo=UTC) if start else _month_start(end)
-    if end <= start:
-        raise click.BadParameter(
-            f"--to {end:%Y-%m-%d %H:%M:%S} is not after --from", param_hint="'--to'"
-        )
+    start, end = _period(start, end)
     with Ledger.open(ledger_url, upgrade=False) as opened:
         result = usage_report(opened, by, start, end, account=account, cluster=cluster)
     if output_format == "table":
@@ -247,12 +242,7 @@ def report_grant(
     from hpcbridge.ledger.grant import check_account, grant_report
     from hpcbridge.ledger.store import Ledger
 
-    end = end.replace(tzinfo=UTC) if end else datetime.now(UTC)
-    start = start.replace(tzinfo=UTC) if start else _month_start(end)
-    if end <= start:
-        raise click.BadParameter(
-            f"--to {end:%Y-%m-%d %H:%M:%S} is not after --from", param_hint="'--to'"
-        )
+    start, end = _period(start, end)
     with Ledger.open(ledger_url, upgrade=False) as opened:
         try:
             check_account(opened, account)
@@ -267,6 +257,17 @@ def report_grant(
         write_atomically(out_path, data)
     except OSError as exc:
         raise click.BadParameter(f"cannot write {out_path}: {exc}", param_hint="'--out'") from exc
+
+
+def _period(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
+    """--from and --to as UTC: --to defaults to now, --from to the start of --to's month."""
+    end = end.replace(tzinfo=UTC) if end else datetime.now(UTC)
+    start = start.replace(tzinfo=UTC) if start else _month_start(end)
+    if end <= start:
+        raise click.BadParameter(
+            f"--to {end:%Y-%m-%d %H:%M:%S} is not after --from", param_hint="'--to'"
+        )
+    return start, end
 
 
 def _month_start(end: datetime) -> datetime:

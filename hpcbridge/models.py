@@ -12,7 +12,7 @@ import enum
 import re
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 import yaml
 from pydantic import (
@@ -47,6 +47,7 @@ def _single_token(value: str) -> str:
 
 
 Token = Annotated[str, AfterValidator(_single_token)]
+ModelT = TypeVar("ModelT", bound=BaseModel)
 # Job references may also hold PBS's array brackets ("10[].server", "10[3].server").
 _JOB_REFERENCE = re.compile(r"^[\w.+@=,:%/\[\]-]+$")
 
@@ -313,10 +314,7 @@ class JobSpec(_Model):
     @classmethod
     def parse(cls, data: Any, *, source: str = "job spec") -> JobSpec:
         """Validate plain data, turning pydantic's error into one that names field and value."""
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise SpecError(describe_validation_error(exc, source)) from exc
+        return validated(cls, data, source)
 
     def array_indices(self) -> list[int]:
         """The task indices of ``array`` in order, without the %limit."""
@@ -334,6 +332,15 @@ class JobSpec(_Model):
         if self.array is None or "%" not in self.array:
             return None
         return int(self.array.partition("%")[2])
+
+
+def validated(model: type[ModelT], data: Any, source: str) -> ModelT:
+    """``model`` built from plain data; pydantic's error becomes a SpecError naming each field
+    and value, as a user who wrote the YAML can act on it."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(describe_validation_error(exc, source)) from exc
 
 
 def describe_validation_error(exc: ValidationError, source: str) -> str:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from hpcbridge.errors import HpcBridgeError, JobNotFound, SpecError, SubmitError, WorkflowError
 from hpcbridge.models import (
@@ -34,7 +34,7 @@ from hpcbridge.models import (
     JobSpec,
     JobState,
     Token,
-    describe_validation_error,
+    validated,
 )
 
 if TYPE_CHECKING:
@@ -83,10 +83,7 @@ class Workflow(BaseModel):
     @classmethod
     def parse(cls, data: Any, *, source: str = "workflow") -> Workflow:
         """Validate plain data; the error names the stage field, or the stages in a cycle."""
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise SpecError(describe_validation_error(exc, source)) from exc
+        return validated(cls, data, source)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Workflow:
