@@ -291,15 +291,16 @@ def test_requeue_refusals(cluster: Cluster) -> None:
 
 
 def test_hold_and_release_a_pending_job(cluster: Cluster) -> None:
-    later = datetime.now(UTC) + timedelta(seconds=1)
+    # Far enough ahead that a loaded machine still holds the job before its begin time.
+    later = datetime.now(UTC) + timedelta(seconds=5)
     job_id = cluster.submit(job("held", "true", begin=later))
     assert cluster.status(job_id)[job_id].reason == "BeginTime"
     cluster.hold(job_id)
     info = cluster.status(job_id)[job_id]
     assert info.held
     assert info.reason == "JobHeldUser"
-    time.sleep(1.5)
-    assert cluster.status(job_id)[job_id].state is JobState.PENDING
+    time.sleep(max(0.0, (later - datetime.now(UTC)).total_seconds()) + 0.5)
+    assert cluster.status(job_id)[job_id].state is JobState.PENDING  # held past its begin time
     cluster.release(job_id)
     assert finish(cluster, job_id)[job_id].state is JobState.COMPLETED
     with pytest.raises(SchedulerError, match="no longer pending"):
