@@ -92,9 +92,16 @@ def test_show_predict_expects_each_stage_to_run_as_long_as_its_history_says(
     with Ledger.open(ledger_url) as opened:
         opened.upsert_attempts("hpcbridge-local", "local", runs, source="test")
     flow = tmp_path / "pred.yaml"
+    here = {"workdir": str(tmp_path)}  # the jobs' output files go here, not into the checkout
     stages = [
-        {"name": "a", "command": "true", "resources": {"walltime": "1:00:00"}},
-        {"name": "b", "command": "true", "depends_on": "a", "resources": {"walltime": "30:00"}},
+        {"name": "a", "command": "true", "resources": {"walltime": "1:00:00"}, **here},
+        {
+            "name": "b",
+            "command": "true",
+            "depends_on": "a",
+            "resources": {"walltime": "30:00"},
+            **here,
+        },
     ]
     flow.write_text(yaml.safe_dump({"name": "pred", "stages": stages}))
     common = ["--ledger", ledger_url]
