@@ -6,9 +6,10 @@ the end of a month is charged to both months by the second, and a report over [f
 counts only the part of each job inside it. An attempt still running counts up to ``now``.
 Months are calendar months in UTC.
 
-The database does the work (a ledger holds millions of attempts): one scan, grouped, built
-in :mod:`hpcbridge.ledger.usage_sql`; Python only splits the grouped sums between months
-and sets them against allocations.
+The database does the work (a ledger holds millions of attempts): whole months come from
+the monthly rollup (:mod:`hpcbridge.ledger.rollup`), the rest from grouped scans of the few
+attempts left (:mod:`hpcbridge.ledger.usage_sql`); Python only splits the grouped sums
+between months and sets them against allocations.
 
 Per group, ``jobs`` counts the attempts that *started* in the period (a requeued job counts
 once per run), and the mean wait and CPU efficiency are taken over those same attempts, so
@@ -23,8 +24,9 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
+from hpcbridge.ledger.rollup import usage_sums
 from hpcbridge.ledger.store import Ledger
-from hpcbridge.ledger.usage_sql import Periods, epoch, grant_query, spread, usage_query
+from hpcbridge.ledger.usage_sql import Periods, epoch, grant_query
 
 GROUP_KEYS = ("account", "user", "month", "partition", "state")
 """What ``--by`` may name, in any combination and order."""
@@ -157,22 +159,19 @@ def usage_report(
             f"({start:%Y-%m-%d %H:%M:%S})"
         )
     periods = Periods.between(start, end, monthly="month" in by)
-    query = usage_query(by, periods, epoch(now or datetime.now(UTC)), account, cluster)
+    now_s = epoch(now or datetime.now(UTC))
     with ledger.transaction(read_only=True) as connection:
-        grouped = [row._mapping for row in connection.execute(query)]
+        sums = usage_sums(connection, by, periods, now_s, account=account, cluster=cluster)
         grants = (
             {(g.label, g.account_id): g for g in connection.execute(grant_query(periods, account))}
             if "account" in by
             else {}
         )
-    totals = _Totals(by, periods)
-    for raw in grouped:
-        totals.add(raw)
-    usage = totals.usage()
-    rows = [UsageRow(keys, used) for keys, used in usage.items()]
+    totals = sums.totals()
+    rows = [UsageRow(keys, _usage(total)) for keys, total in totals.items()]
     total_balance = None
     if "account" in by:
-        rows, total_balance = _with_balances(by, rows, totals.account_ids, grants)
+        rows, total_balance = _with_balances(by, rows, sums.account_ids, grants)
     rows.sort(key=lambda row: tuple((key is None, key or "") for key in row.keys))
     return UsageReport(
         by=by,
@@ -181,72 +180,16 @@ def usage_report(
         cluster=cluster,
         account=account,
         rows=rows,
-        total=sum((row.usage for row in rows), Usage()),
+        # From the summed seconds rather than by adding ~10^5 Usage objects.
+        total=_usage([sum(column) for column in zip(*totals.values(), strict=True)])
+        if totals
+        else Usage(),
         total_balance=total_balance,
     )
 
 
-_PER_ATTEMPT = ("jobs", "wait_s", "waited", "cpu_used", "cpu_available")
-
-
-class _Totals:
-    """The grouped rows summed per report row, in plain lists rather than Usage additions
-    (a report by user and month adds up ~10^5 of them). Whole periods that attempts run
-    through (running jobs: every month since they started) are added per group at the end,
-    from a difference array over the periods, rather than one period at a time."""
-
-    def __init__(self, by: tuple[str, ...], periods: Periods) -> None:
-        self.by = by
-        self.periods = periods
-        self.month = by.index("month") if "month" in by else None
-        self.sums: dict[tuple[Any, ...], list[Any]] = {}
-        self.account_ids: dict[tuple[Any, ...], int | None] = {}
-        self.through: dict[tuple[Any, ...], tuple[list[int], list[int], int | None]] = {}
-
-    def add(self, raw: Any) -> None:
-        keys = [None if key == "month" else raw[key] for key in self.by]
-        account_id = raw["account_id"] if "account" in self.by else None
-        per_attempt = [raw[name] or 0 for name in _PER_ATTEMPT]
-        shares, through, cpus, gpus = spread(raw, self.periods)
-        for period, cpu_seconds, gpu_seconds, started_here in shares:
-            total = self._total(keys, period, account_id)
-            total[0] += cpu_seconds
-            total[1] += gpu_seconds
-            if started_here:
-                for index, value in enumerate(per_attempt, start=2):
-                    total[index] += value
-        if through:
-            size = len(self.periods) + 1
-            cpu_diff, gpu_diff, _ = self.through.setdefault(
-                tuple(keys), ([0] * size, [0] * size, account_id)
-            )
-            cpu_diff[through.start] += cpus
-            cpu_diff[through.stop] -= cpus
-            gpu_diff[through.start] += gpus
-            gpu_diff[through.stop] -= gpus
-
-    def usage(self) -> dict[tuple[Any, ...], Usage]:
-        offsets = self.periods.offsets
-        for keys, (cpu_diff, gpu_diff, account_id) in self.through.items():
-            cpus = gpus = 0
-            for period in range(len(self.periods)):
-                cpus += cpu_diff[period]
-                gpus += gpu_diff[period]
-                if cpus or gpus:
-                    total = self._total(list(keys), period, account_id)
-                    total[0] += cpus * (offsets[period + 1] - offsets[period])
-                    total[1] += gpus * (offsets[period + 1] - offsets[period])
-        return {keys: _usage(total) for keys, total in self.sums.items()}
-
-    def _total(self, keys: list[Any], period: int, account_id: int | None) -> list[Any]:
-        if self.month is not None:
-            keys[self.month] = self.periods.labels[period]
-        self.account_ids[tuple(keys)] = account_id
-        return self.sums.setdefault(tuple(keys), [0] * (2 + len(_PER_ATTEMPT)))
-
-
-def _usage(total: list[float]) -> Usage:
-    """Usage from summed seconds and the per-attempt sums of _PER_ATTEMPT, in that order."""
+def _usage(total: list[Any]) -> Usage:
+    """Usage from summed seconds and the per-attempt sums of PER_ATTEMPT, in that order."""
     cpu_s, gpu_s, jobs, wait_s, waited, cpu_used, cpu_available = total
     return Usage(
         core_hours=cpu_s / _HOUR,

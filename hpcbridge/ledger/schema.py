@@ -15,11 +15,13 @@ from sqlalchemy import (
     Dialect,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -88,13 +90,25 @@ class JobAttempt(Base):
     """One run of one job or array task; a requeued job has one row per run.
 
     The natural key (cluster, job id, array index, attempt) makes every ingest an idempotent
-    upsert: reading the same accounting twice, or after a crash, rewrites the same rows. There
-    is no other index: each one costs ingest about a tenth of its speed, and reports scan the
-    table anyway (a million rows in well under a second).
+    upsert: reading the same accounting twice, or after a crash, rewrites the same rows. Each
+    index costs ingest about a tenth of its speed, so there are two more only: on start times
+    (in 24-day buckets, see usage_sql.BUCKET_S), for the reports and rollup refreshes that
+    read a few months (hpcbridge.ledger.rollup), and on the few unfinished attempts, which
+    reports read live.
     """
 
     __tablename__ = "job_attempts"
-    __table_args__ = (UniqueConstraint("cluster_id", "job_id", "array_index", "attempt"),)
+    __table_args__ = (
+        UniqueConstraint("cluster_id", "job_id", "array_index", "attempt"),
+        # start_at / usage_sql.BUCKET_S, spelled out: the queries must repeat it exactly.
+        Index("ix_job_attempts_start_bucket", text("(start_at / 2097152)")),
+        Index(
+            "ix_job_attempts_unfinished",
+            "start_at",
+            sqlite_where=text("end_at IS NULL"),
+            postgresql_where=text("end_at IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     cluster_id: Mapped[int] = mapped_column(ForeignKey("clusters.id"))
@@ -126,6 +140,60 @@ class JobAttempt(Base):
     req_mem_mb: Mapped[int | None] = mapped_column(BigInteger)
     max_rss_mb: Mapped[float | None] = mapped_column(Float)
     cpu_time_s: Mapped[float | None] = mapped_column(Float)
+
+
+class UsageMonthly(Base):
+    """What finished attempts used per cluster, calendar month (UTC) and group: sreport's
+    rollup, so that reports over whole months read this instead of every attempt.
+
+    Hours are split between months pro rata; jobs, waits and CPU efficiency count in the
+    month an attempt started. Kept exact by hpcbridge.ledger.rollup, which recomputes the
+    months each write touches; unfinished attempts are never here (they grow with time).
+    The ids carry no foreign keys: they are copied from job_attempts, whose are checked, and
+    on PostgreSQL checking them again took three quarters of a refresh.
+    """
+
+    __tablename__ = "usage_monthly"
+    __table_args__ = (Index("ix_usage_monthly_cluster_month", "cluster_id", "month"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    cluster_id: Mapped[int]
+    month: Mapped[datetime] = mapped_column(UtcTime)
+    account_id: Mapped[int | None]
+    user_id: Mapped[int | None]
+    partition: Mapped[str | None] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(16))
+    core_seconds: Mapped[int] = mapped_column(BigInteger)
+    gpu_seconds: Mapped[int] = mapped_column(BigInteger)
+    jobs: Mapped[int] = mapped_column(BigInteger)
+    wait_s: Mapped[int] = mapped_column(BigInteger)
+    waited_jobs: Mapped[int] = mapped_column(BigInteger)
+    cpu_used_s: Mapped[float] = mapped_column(Float)
+    cpu_available_s: Mapped[int] = mapped_column(BigInteger)
+
+
+class UsageDirty(Base):
+    """A cluster's month whose attempts were written since its rollup rows were computed.
+
+    Marked in the transaction that writes the attempts, cleared in the one that recomputes
+    the month: committed state is always rollup + dirty months = the attempts, even after a
+    killed sync. Reports read dirty months from the attempts.
+    """
+
+    __tablename__ = "usage_dirty"
+
+    cluster_id: Mapped[int] = mapped_column(ForeignKey("clusters.id"), primary_key=True)
+    month: Mapped[datetime] = mapped_column(UtcTime, primary_key=True)
+
+
+class UsageLongest(Base):
+    """An upper bound on the length of a cluster's rolled-up attempts: an attempt overlapping
+    [a, b) started in [a - longest, b), a range the index on start_at reads quickly."""
+
+    __tablename__ = "usage_longest"
+
+    cluster_id: Mapped[int] = mapped_column(ForeignKey("clusters.id"), primary_key=True)
+    longest_s: Mapped[int] = mapped_column(BigInteger)
 
 
 class SyncWatermark(Base):

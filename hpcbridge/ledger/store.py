@@ -3,7 +3,8 @@
 Every write is an upsert on a natural key, so a sync that is killed and run again, or two syncs
 that overlap, leave exactly the rows one clean sync would. Batches are committed one by one:
 work done before a crash stays done, and a crash costs at most one batch, which the next sync
-rewrites.
+rewrites. Each batch marks the months it touched in the monthly rollup, and each call of
+Ledger.upsert_attempts ends by recomputing them (hpcbridge.ledger.rollup).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from hpcbridge.errors import LedgerError
+from hpcbridge.ledger import rollup
 from hpcbridge.ledger.records import AttemptRecord
 from hpcbridge.ledger.schema import Account, Allocation, Cluster, JobAttempt, SyncWatermark, User
 
@@ -30,6 +32,9 @@ _NATURAL_KEY = ("cluster_id", "job_id", "array_index", "attempt")
 # The table's column order, which is the upsert's bind order: what a batch shares comes first
 # (cluster_id, source, updated_at), then what _values gives for each attempt.
 _ATTEMPT_COLUMNS = tuple(c.name for c in JobAttempt.__table__.columns if c.name != "id")
+_START, _END = _ATTEMPT_COLUMNS.index("start_at"), _ATTEMPT_COLUMNS.index("end_at")
+_JOB_ID = _ATTEMPT_COLUMNS.index("job_id")
+_Span = tuple[int | None, int | None]
 
 
 def default_ledger_url() -> str:
@@ -76,11 +81,15 @@ class Ledger:
         """A connection in a transaction; database errors leave as LedgerError.
 
         ``read_only`` transactions (reports) do not take SQLite's write lock, so they never
-        wait for a sync that is writing.
+        wait for a sync that is writing; they read one snapshot (SQLite's WAL gives one, on
+        PostgreSQL they are REPEATABLE READ), as a report reads the rollup and the attempts.
         """
+        options: dict[str, Any] = {"ledger_read_only": read_only}
+        if read_only and self.engine.dialect.name == "postgresql":
+            options["isolation_level"] = "REPEATABLE READ"
         try:
             with (
-                self.engine.connect().execution_options(ledger_read_only=read_only) as connection,
+                self.engine.connect().execution_options(**options) as connection,
                 connection.begin(),
             ):
                 yield connection
@@ -97,8 +106,16 @@ class Ledger:
         *,
         source: str,
         progress: Callable[[int], None] | None = None,
+        refresh_rollup: bool = True,
     ) -> int:
-        """Write attempts in committed batches; returns how many rows were written."""
+        """Write attempts in committed batches; returns how many rows were written.
+
+        Each batch marks the rollup months it touched, in its own transaction, and the call
+        ends by recomputing every month marked (by it, or by a call that was interrupted),
+        unless ``refresh_rollup`` is False: a sync writing window after window refreshes
+        once, at its end (reports stay right meanwhile, reading marked months from the
+        attempts).
+        """
         written = 0
         iterator = iter(records)
         write = self._attempt_writer()
@@ -114,14 +131,27 @@ class Ledger:
                     rows = [shared + _values(record, users, accounts) for record in batch]
                 except LedgerError as exc:
                     raise LedgerError(f"{_culprit(batch, users, accounts)}: {exc}") from None
-                write(connection, rows)
+                replaced = write(connection, rows)
+                months = rollup.touched_months(
+                    [(row[_START], row[_END]) for row in rows] + replaced
+                )
+                rollup.mark_dirty(connection, cluster_id, months)
             written += len(batch)
             if progress is not None:
                 progress(len(batch))
+        if refresh_rollup:
+            self.refresh_rollup()
         return written
 
-    def _attempt_writer(self) -> Callable[[Connection, list[tuple[Any, ...]]], None]:
-        """How a batch of attempt rows (tuples in _ATTEMPT_COLUMNS order) reaches the database.
+    def refresh_rollup(self) -> None:
+        """Recompute the rollup's marked months (see hpcbridge.ledger.rollup)."""
+        with self.transaction() as connection:
+            rollup.refresh(connection)
+
+    def _attempt_writer(self) -> Callable[[Connection, list[tuple[Any, ...]]], list[_Span]]:
+        """How a batch of attempt rows (tuples in _ATTEMPT_COLUMNS order) reaches the database;
+        it returns the (start, end) of the finished rows it replaced, whose months the
+        rollup must recompute too.
 
         Both bypass SQLAlchemy's per-row parameter processing, which cost four times what
         SQLite itself spends on a row: SQLite gets the upsert through the driver's
@@ -139,8 +169,10 @@ class Ledger:
             raise LedgerError("internal: the attempt upsert binds columns out of order")
         statement = compiled.string
 
-        def executemany(connection: Connection, rows: list[tuple[Any, ...]]) -> None:
+        def executemany(connection: Connection, rows: list[tuple[Any, ...]]) -> list[_Span]:
+            replaced = _sqlite_replaced(connection, rows)
             connection.exec_driver_sql(statement, rows)
+            return replaced
 
         return executemany
 
@@ -284,9 +316,13 @@ class _CopyUpsert:
             f"ON CONFLICT ({', '.join(_NATURAL_KEY)}) DO UPDATE SET "
             + ", ".join(f"{name} = excluded.{name}" for name in updated)
         )
+        self.replaced = (
+            "SELECT a.start_at, a.end_at FROM job_attempts a JOIN attempts_in i USING "
+            f"({', '.join(_NATURAL_KEY)}) WHERE a.end_at IS NOT NULL"
+        )
         self.key = [_ATTEMPT_COLUMNS.index(name) for name in _NATURAL_KEY]
 
-    def __call__(self, connection: Connection, rows: list[tuple[Any, ...]]) -> None:
+    def __call__(self, connection: Connection, rows: list[tuple[Any, ...]]) -> list[_Span]:
         # One statement may not update a row twice: the last of a key's rows wins, as it
         # would row by row.
         unique = {tuple(row[i] for i in self.key): row for row in rows}
@@ -295,7 +331,22 @@ class _CopyUpsert:
         with cursor.copy(self.copy) as copy:
             for row in unique.values():
                 copy.write_row(row)
+        replaced: list[_Span] = cursor.execute(self.replaced).fetchall()
         cursor.execute(self.merge)
+        return replaced
+
+
+def _sqlite_replaced(connection: Connection, rows: list[tuple[Any, ...]]) -> list[_Span]:
+    """(start, end) of the finished attempts these rows (of one cluster) may replace: every
+    attempt of their job ids, a lookup on the unique index's prefix (matching whole keys
+    with row values made SQLite scan), which at worst marks a few more months."""
+    job_ids = list({row[_JOB_ID] for row in rows})
+    found = connection.exec_driver_sql(
+        "SELECT start_at, end_at FROM job_attempts WHERE cluster_id = ? AND end_at IS NOT NULL "
+        f"AND job_id IN ({', '.join(['?'] * len(job_ids))})",
+        (rows[0][0], *job_ids),
+    )
+    return [tuple(row) for row in found]
 
 
 def _culprit(

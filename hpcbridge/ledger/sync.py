@@ -105,7 +105,9 @@ def sync(
                 report.windows_planned(source.name, len(windows))
                 for window in windows:
                     records = source.fetch(window)
-                    rows = ledger.upsert_attempts(cluster, scheduler, records, source=source.name)
+                    rows = ledger.upsert_attempts(
+                        cluster, scheduler, records, source=source.name, refresh_rollup=False
+                    )
                     if window.complete:
                         ledger.advance(cluster, scheduler, source.name, window.end)
                     outcome.windows_read += 1
@@ -115,6 +117,7 @@ def sync(
                 raise  # the ledger itself failing ends the sync: no source can be written
             except HpcBridgeError as error:
                 outcome.error = error
+        ledger.refresh_rollup()  # once for every window read, not once per window
     result.seconds = time.monotonic() - started
     return result
 

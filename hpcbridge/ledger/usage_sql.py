@@ -1,5 +1,9 @@
 """The usage report's SQL: one scan of the attempts, whatever the number of periods.
 
+Reports read whole months from the monthly rollup (hpcbridge.ledger.rollup) and this scan
+only for the rest: the partial months at their edges, unfinished attempts, and ledgers whose
+rollup is being refreshed. It is also the report's definition, which the rollup must match.
+
 Joining the attempts to a table of months on overlap makes the database test every attempt
 against every month; SQLite even put the months in the outer loop and scanned a million
 attempts once per month (12 s for three years by month). Instead the query groups each
@@ -36,6 +40,7 @@ from sqlalchemy import (
     column,
     func,
     literal_column,
+    or_,
     select,
     type_coerce,
     values,
@@ -86,9 +91,33 @@ def _int(value: int) -> ColumnElement[int]:
     return literal_column(str(int(value)), BigInteger)
 
 
-def _seconds(time_column: Any) -> ColumnElement[int]:
+def seconds_of(time_column: Any) -> ColumnElement[int]:
     """A UtcTime column as the integer it is stored as, so SQL arithmetic stays integer."""
     return type_coerce(time_column, BigInteger)
+
+
+BUCKET_S = 2**21
+"""The index on job_attempts' start times holds start_at / BUCKET_S (24 days): a batch of
+attempts in any order then appends to a few dozen places of the index, not to one place per
+attempt (an index on start_at itself cut the ingest rate of 1M random attempts by 60%)."""
+
+
+def started_in(start_at: Any, low: int, high: int) -> ColumnElement[bool]:
+    """low <= start_at < high, said so that the database reads it through the bucket index."""
+    bucket = seconds_of(start_at) // _int(BUCKET_S)
+    return and_(
+        bucket >= _int(low // BUCKET_S),
+        bucket <= _int((high - 1) // BUCKET_S),
+        start_at >= low,
+        start_at < high,
+    )
+
+
+def unindexed(cluster_id: Any) -> Any:
+    """``cluster_id + 0``: the same value, but no longer a column SQLite's planner would read
+    through the unique index (cluster_id, job_id, ...), which, without statistics, it prefers
+    to the index on start_at and then reads every attempt of the cluster."""
+    return cluster_id + _int(0)
 
 
 def _period_of(moment: ColumnElement[int], bounds: Sequence[int], low: int, high: int) -> Any:
@@ -108,17 +137,21 @@ def usage_query(
     now_s: int,
     account: str | None,
     cluster: str | None,
+    *,
+    finished: bool | None = None,
+    started_from: int | None = None,
 ) -> Select[Any]:
-    """Per group of ``by`` (less month) and period placement: the sums :func:`spread` needs."""
+    """Per group of ``by`` (less month) and period placement: the sums :func:`spread` needs.
+
+    ``finished`` keeps only finished (True) or unfinished (False) attempts, and
+    ``started_from`` those started at or after it: a bound that lets the database read the
+    attempts of a few months through the index on start times rather than the whole table
+    (hpcbridge.ledger.rollup reads the rest of a report from its monthly rollup).
+    """
     attempts = JobAttempt.__table__
     first, last = periods.bounds[0], periods.bounds[-1]
-    start = _seconds(attempts.c.start_at)
-    end = func.coalesce(_seconds(attempts.c.end_at), _int(now_s))
-    measured = and_(
-        attempts.c.cpu_time_s.is_not(None),
-        attempts.c.end_at.is_not(None),
-        attempts.c.alloc_cpus > 0,
-    )
+    start = seconds_of(attempts.c.start_at)
+    end = func.coalesce(seconds_of(attempts.c.end_at), _int(now_s))
     keys = {
         "account": attempts.c.account_id,
         "user": attempts.c.user_id,
@@ -133,26 +166,54 @@ def usage_query(
             *grouped,
             *_weighted(attempts.c.alloc_cpus, "cpu", *offsets),
             *_weighted(attempts.c.alloc_gpus, "gpu", *offsets),
-            func.count().label("jobs"),
-            func.sum(start - _seconds(attempts.c.submit_at)).label("wait_s"),
-            func.count(attempts.c.submit_at).label("waited"),
-            func.sum(case((measured, attempts.c.cpu_time_s))).label("cpu_used"),
-            func.sum(
-                case((measured, attempts.c.alloc_cpus * (_seconds(attempts.c.end_at) - start)))
-            ).label("cpu_available"),
+            *per_attempt_sums(),
         )
-        # end >= start leaves out corrupt rows, which would count negative hours.
-        .where(start < _int(last), end >= _int(first), end >= start)
+        # An attempt overlaps the report when [start, end) meets it, or when it starts inside
+        # it (zero-length attempts); one ending exactly at the start does not. end >= start
+        # leaves out corrupt rows, which would count negative hours.
+        .where(start < _int(last), or_(end > _int(first), start >= _int(first)), end >= start)
         .group_by(*(column.element for column in grouped))
     )
+    if finished is not None:
+        ended = attempts.c.end_at
+        query = query.where(ended.is_not(None) if finished else ended.is_(None))
+    if started_from is not None:
+        query = query.where(started_in(attempts.c.start_at, started_from, last))
     if cluster is not None:
         query = query.where(
-            attempts.c.cluster_id
+            unindexed(attempts.c.cluster_id)
             == select(Cluster.id).where(Cluster.name == cluster).scalar_subquery()
         )
     if account is not None:
         query = query.where(attempts.c.account_id == _account_id(account))
-    return _named(query.subquery(), by)
+    return with_names(query.subquery(), by)
+
+
+def per_attempt_sums(started: ColumnElement[bool] | None = None) -> list[Any]:
+    """The sums of :data:`PER_ATTEMPT` over the attempts of a group, or over those of them
+    for which ``started`` holds (the rollup's: those that started in the month)."""
+    attempts = JobAttempt.__table__
+    start = seconds_of(attempts.c.start_at)
+    measured = and_(
+        attempts.c.cpu_time_s.is_not(None),
+        attempts.c.end_at.is_not(None),
+        attempts.c.alloc_cpus > 0,
+    )
+    if started is not None:
+        measured = and_(started, measured)
+    return [
+        (func.count() if started is None else func.sum(case((started, 1), else_=0))).label("jobs"),
+        func.sum(_when(started, start - seconds_of(attempts.c.submit_at))).label("wait_s"),
+        func.count(_when(started, attempts.c.submit_at)).label("waited"),
+        func.sum(case((measured, attempts.c.cpu_time_s))).label("cpu_used"),
+        func.sum(
+            case((measured, attempts.c.alloc_cpus * (seconds_of(attempts.c.end_at) - start)))
+        ).label("cpu_available"),
+    ]
+
+
+def _when(condition: ColumnElement[bool] | None, value: Any) -> Any:
+    return value if condition is None else case((condition, value))
 
 
 def _placement_expression(start: Any, end: Any, periods: Periods) -> Any:
@@ -201,8 +262,9 @@ def _weighted(count: Any, name: str, start: Any, end: Any) -> list[Any]:
     ]
 
 
-def _named(grouped: Any, by: Sequence[str]) -> Select[Any]:
-    """The grouped rows with account and user ids turned into names (ids kept for matching)."""
+def with_names(grouped: Any, by: Sequence[str]) -> Select[Any]:
+    """Grouped rows (a subquery whose "account" and "user" are ids) with the ids turned into
+    names; the account's id is kept, as ``account_id``, for matching allocations."""
     columns: list[Any] = [c for c in grouped.c if c.name not in ("account", "user")]
     source = grouped
     if "account" in by:
@@ -235,7 +297,7 @@ def grant_query(periods: Periods, account: str | None) -> Select[Any]:
         .cte("periods")
     )
     period = table.c
-    starts, ends = _seconds(grants.c.starts), _seconds(grants.c.ends)
+    starts, ends = seconds_of(grants.c.starts), seconds_of(grants.c.ends)
     share = least(ends, period.end_s) - greatest(starts, period.first_s)
     query = (
         select(
@@ -298,3 +360,76 @@ def spread(raw: Any, periods: Periods) -> Spread:
         cpus,
         gpus,
     )
+
+
+PER_ATTEMPT = ("jobs", "wait_s", "waited", "cpu_used", "cpu_available")
+"""The sums counted where an attempt starts; after cpu and GPU seconds in :class:`PeriodSums`."""
+
+
+class PeriodSums:
+    """Grouped rows summed per report row (the ``by`` keys, month as its label) into plain
+    lists: cpu seconds, GPU seconds, then :data:`PER_ATTEMPT`. Plain lists rather than Usage
+    additions, since a report by user and month adds up ~10^5 rows. Whole periods that
+    attempts run through (running jobs: every month since they started) are added per group
+    at the end, from difference arrays over the periods, rather than one period at a time;
+    the attempts are counted too, so a period an attempt overlaps has a row even when it
+    allocated no CPU or GPU (as in the periods where it starts or ends)."""
+
+    def __init__(self, by: Sequence[str], periods: Periods) -> None:
+        self.by = tuple(by)
+        self.periods = periods
+        self.month = self.by.index("month") if "month" in self.by else None
+        self._sums: dict[tuple[Any, ...], list[Any]] = {}
+        self.account_ids: dict[tuple[Any, ...], int | None] = {}
+        self._through: dict[tuple[Any, ...], tuple[list[list[int]], int | None]] = {}
+
+    def add(self, raw: Any) -> None:
+        """Add one row of :func:`usage_query` over ``periods``."""
+        keys = [None if key == "month" else raw[key] for key in self.by]
+        account_id = raw.get("account_id")
+        per_attempt = [raw[name] or 0 for name in PER_ATTEMPT]
+        shares, through, cpus, gpus = spread(raw, self.periods)
+        for period, cpu_seconds, gpu_seconds, started_here in shares:
+            total = self._total(keys, period, account_id)
+            total[0] += cpu_seconds
+            total[1] += gpu_seconds
+            if started_here:
+                for index, value in enumerate(per_attempt, start=2):
+                    total[index] += value
+        if through:
+            size = len(self.periods) + 1
+            diffs, _ = self._through.setdefault(
+                tuple(keys), ([[0] * size for _ in range(3)], account_id)
+            )
+            for diff, amount in zip(diffs, (cpus, gpus, 1), strict=True):
+                diff[through.start] += amount
+                diff[through.stop] -= amount
+
+    def add_total(self, keys: tuple[Any, ...], sums: Sequence[Any], account_id: Any) -> None:
+        """Add sums already split (the rollup's, or another PeriodSums') to a report row."""
+        self.account_ids[keys] = account_id
+        total = self._sums.setdefault(keys, [0] * (2 + len(PER_ATTEMPT)))
+        for index, value in enumerate(sums):
+            total[index] += value or 0
+
+    def totals(self) -> dict[tuple[Any, ...], list[Any]]:
+        """Per report row, its sums; the periods run through added first (once)."""
+        offsets = self.periods.offsets
+        for keys, (diffs, account_id) in self._through.items():
+            cpus = gpus = attempts = 0
+            for period in range(len(self.periods)):
+                cpus += diffs[0][period]
+                gpus += diffs[1][period]
+                attempts += diffs[2][period]
+                if attempts:
+                    total = self._total(list(keys), period, account_id)
+                    total[0] += cpus * (offsets[period + 1] - offsets[period])
+                    total[1] += gpus * (offsets[period + 1] - offsets[period])
+        self._through.clear()
+        return self._sums
+
+    def _total(self, keys: list[Any], period: int, account_id: int | None) -> list[Any]:
+        if self.month is not None:
+            keys[self.month] = self.periods.labels[period]
+        self.account_ids[tuple(keys)] = account_id
+        return self._sums.setdefault(tuple(keys), [0] * (2 + len(PER_ATTEMPT)))
