@@ -88,7 +88,8 @@ start_server() {
         show_log_and_die "PostgreSQL did not come up within ${TIMEOUT}s"
 }
 
-# The role may create databases: the test fixture makes a fresh one per test.
+# The role may create databases: the test fixture makes a fresh one per test, and drops it WITH
+# (FORCE), which must also end an autovacuum worker busy in it (pg_signal_backend).
 setup_role_and_database() {
     local has_db
     as_postgres "$PG_BIN/psql" -h "$PG_SOCKET_DIR" -p "$PG_PORT" -d postgres -X -q \
@@ -96,6 +97,7 @@ setup_role_and_database() {
 SELECT format('CREATE ROLE %I LOGIN CREATEDB', '$PG_ROLE')
  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PG_ROLE') \gexec
 ALTER ROLE $PG_ROLE LOGIN CREATEDB PASSWORD '$PG_PASS';
+GRANT pg_signal_backend TO $PG_ROLE;
 EOF
     has_db=$(as_postgres "$PG_BIN/psql" -h "$PG_SOCKET_DIR" -p "$PG_PORT" -d postgres -X -At \
         -c "SELECT 1 FROM pg_database WHERE datname = '$PG_DB'")
