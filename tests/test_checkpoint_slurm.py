@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from slurm_queue import set_node
 
 from hpcbridge import Cluster, JobState
 from hpcbridge.backends.slurm import cli
@@ -145,16 +146,13 @@ def test_a_job_on_a_failed_node_resumes_from_its_last_checkpoint(
             time.sleep(0.5)
         time.sleep(4)  # mid-interval: some work is lost, at most an interval's worth
         failed_at = datetime.now(UTC)
-        subprocess.run(
-            ["scontrol", "update", "nodename=vm", "state=down", "reason=hpcbridge-ckpt-test"],
-            check=True,
-        )
+        set_node("down", reason="hpcbridge-ckpt-test")
         deadline = time.monotonic() + 60
         while slurm_cluster.status(job_id)[job_id].state is not JobState.PENDING:
             assert time.monotonic() < deadline, "the job was not requeued by the node failure"
             time.sleep(0.5)
     finally:
-        subprocess.run(["scontrol", "update", "nodename=vm", "state=resume"], check=True)
+        set_node("resume")
     drive_to_the_end(slurm_cluster, job_id)
 
     output = (workdir / f"out-{job_id}.txt").read_text()

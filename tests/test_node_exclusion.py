@@ -3,11 +3,11 @@ another node could run the stage, and goes on without the exclusion where none c
 
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from slurm_queue import set_node
 
 from hpcbridge import Cluster, JobState
 from hpcbridge.errors import SpecError
@@ -36,24 +36,6 @@ def test_schedulers_that_cannot_exclude_nodes_refuse(local_cluster: Cluster) -> 
         pbs.render({"name": "x", "command": "true", "exclude_nodes": "vm"})
 
 
-def node_state() -> str:
-    sinfo = ["sinfo", "-h", "-n", "vm", "-o", "%T"]
-    return subprocess.run(sinfo, capture_output=True, text=True, check=True).stdout.strip()
-
-
-def set_node(state: str) -> None:
-    """scontrol's node update. The test cluster has ReturnToService=2, so a node set down may
-    come back by itself once its failed job is gone; "resume" is refused then, and not needed."""
-    reason = ["reason=hpcbridge-exclude-test"] if state == "down" else []
-    argv = ["scontrol", "update", "nodename=vm", f"state={state}", *reason]
-    deadline = time.monotonic() + 30
-    while subprocess.run(argv, capture_output=True, check=False).returncode != 0:
-        if state == "resume" and node_state() in ("idle", "mixed", "allocated"):
-            return
-        assert time.monotonic() < deadline, f"{' '.join(argv)} kept failing ({node_state()})"
-        time.sleep(0.5)
-
-
 @pytest.mark.slurm
 @pytest.mark.disruptive
 @pytest.mark.timeout(240)
@@ -75,7 +57,7 @@ def test_resume_after_a_node_failure_tries_to_avoid_the_node(
         while slurm_cluster.status(first)[first].state is not JobState.RUNNING:
             assert time.monotonic() < deadline, "the stage did not start"
             time.sleep(0.5)
-        set_node("down")
+        set_node("down", reason="hpcbridge-exclude-test")
         deadline = time.monotonic() + 60
         while slurm_cluster.status(first)[first].state is not JobState.NODE_FAIL:
             assert time.monotonic() < deadline, "the node failure did not end the stage"
