@@ -314,3 +314,9 @@ def test_the_example_workflow_runs_as_its_comment_says(
     assert list(json.loads(resumed.output)["resubmitted"]) == ["compute", "report"]
     _wait_for(runner, workflow_id, state, lambda s: s["report"]["state"] == "COMPLETED")
     assert (tmp_path / "result.txt").read_text() == (tmp_path / "prepared.txt").read_text()
+
+
+def test_show_offers_every_export_format() -> None:
+    from hpcbridge import cli_workflow, workflow_export
+
+    assert cli_workflow.FORMATS == workflow_export.FORMATS
