@@ -25,9 +25,9 @@ from typing import Any
 from timing import median_of, timed
 
 from hpcbridge import JobSpec
-from hpcbridge.backends.local import LocalBackend
-from hpcbridge.checkpoint import read_events
-from hpcbridge.rendering import Renderer
+from hpcbridge.backends.local.backend import LocalBackend
+from hpcbridge.jobs.checkpoint import read_events
+from hpcbridge.jobs.rendering import Renderer
 from hpcbridge.transports import FakeTransport
 
 HOUR = 3600.0

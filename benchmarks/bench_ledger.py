@@ -37,11 +37,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from timing import median_of
 
 from hpcbridge.errors import LedgerError
-from hpcbridge.ledger.records import AttemptRecord
-from hpcbridge.ledger.reports import usage_report
+from hpcbridge.jobs.records import AttemptRecord
+from hpcbridge.jobs.state import JobState
+from hpcbridge.ledger.sources.swf import SwfTrace, import_swf
 from hpcbridge.ledger.store import Ledger
-from hpcbridge.ledger.swf import SwfTrace, import_swf
-from hpcbridge.models import JobState
+from hpcbridge.ledger.usage import usage_report
 
 POSTGRES_URL = "postgresql+psycopg://hpcbridge:hpcbridge@127.0.0.1:55432/hpcbridge"
 TRACE = Path(__file__).resolve().parents[2] / "shared" / "traces" / "SDSC-DS-2004-2.1-cln.swf.gz"

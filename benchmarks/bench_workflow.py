@@ -23,8 +23,9 @@ from typing import Any
 from timing import median_of, timed
 
 from hpcbridge import Cluster
-from hpcbridge.workflow import Workflow, stage_dependencies, submit_workflow
-from hpcbridge.workflow_store import StateFileStore
+from hpcbridge.workflows.model import Workflow, stage_dependencies
+from hpcbridge.workflows.run import submit_workflow
+from hpcbridge.workflows.store import StateFileStore
 
 
 def random_dag(count: int, seed: int = 1) -> dict[str, Any]:

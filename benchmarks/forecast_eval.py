@@ -2,7 +2,7 @@
 
     python benchmarks/forecast_eval.py [TRACE] [--json]
 
-A thin runner of ``hpcbridge forecast evaluate`` (hpcbridge/ledger/evaluate.py holds the
+A thin runner of ``hpcbridge forecast evaluate`` (hpcbridge/forecast/evaluate.py holds the
 harness, so it ships with the package); TRACE defaults to the development trace, SDSC
 DataStar 2004.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from hpcbridge.cli import main
+from hpcbridge.cli.main import main
 
 DEVELOPMENT_TRACE = Path(__file__).parents[1] / ".." / "shared" / "traces"
 DEFAULT = DEVELOPMENT_TRACE / "SDSC-DS-2004-2.1-cln.swf.gz"

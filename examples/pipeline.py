@@ -25,9 +25,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from hpcbridge import Cluster, JobSpec
-from hpcbridge.ledger.reports import usage_report
 from hpcbridge.ledger.store import Ledger, default_ledger_url
 from hpcbridge.ledger.sync import sources_for, sync
+from hpcbridge.ledger.usage import usage_report
 
 PREPARE = "seq 1 4 > inputs.txt && echo prepared $(wc -l < inputs.txt) inputs"
 SIMULATE = """\

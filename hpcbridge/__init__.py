@@ -30,20 +30,12 @@ if TYPE_CHECKING:
         WaitTimeout,
         WorkflowError,
     )
-    from hpcbridge.ledger.advice import advise_walltime
-    from hpcbridge.ledger.forecast import budget_burndown, forecast_usage
-    from hpcbridge.ledger.grant import grant_report
+    from hpcbridge.forecast.advice import advise_walltime
+    from hpcbridge.forecast.usage import budget_burndown, forecast_usage
+    from hpcbridge.jobs.spec import CheckpointSpec, Dependency, JobSpec, Resources, SignalSpec
+    from hpcbridge.jobs.state import JobInfo, JobState
     from hpcbridge.ledger.store import Ledger
-    from hpcbridge.models import (
-        CheckpointSpec,
-        Dependency,
-        JobInfo,
-        JobSpec,
-        JobState,
-        Resources,
-        SignalSpec,
-    )
-    from hpcbridge.segments import submit_segments
+    from hpcbridge.reports.grant import grant_report
     from hpcbridge.site import SiteConfig
     from hpcbridge.transports import (
         CommandResult,
@@ -53,9 +45,11 @@ if TYPE_CHECKING:
         SshTransport,
         Transport,
     )
-    from hpcbridge.workflow import Workflow, resume_workflow, submit_workflow, workflow_status
-    from hpcbridge.workflow_export import render_workflow
-    from hpcbridge.workflow_store import LedgerStore, StateFileStore
+    from hpcbridge.workflows.export import render_workflow
+    from hpcbridge.workflows.model import Workflow
+    from hpcbridge.workflows.run import resume_workflow, submit_workflow, workflow_status
+    from hpcbridge.workflows.segments import submit_segments
+    from hpcbridge.workflows.store import LedgerStore, StateFileStore
 
 __version__ = "0.1.0"
 
@@ -80,20 +74,19 @@ _HOMES = {
         "WaitTimeout",
         "WorkflowError",
     ],
-    "hpcbridge.ledger.advice": ["advise_walltime"],
-    "hpcbridge.ledger.forecast": ["budget_burndown", "forecast_usage"],
-    "hpcbridge.ledger.grant": ["grant_report"],
+    "hpcbridge.forecast.advice": ["advise_walltime"],
+    "hpcbridge.forecast.usage": ["budget_burndown", "forecast_usage"],
+    "hpcbridge.reports.grant": ["grant_report"],
     "hpcbridge.ledger.store": ["Ledger"],
-    "hpcbridge.models": [
+    "hpcbridge.jobs.spec": [
         "CheckpointSpec",
         "Dependency",
-        "JobInfo",
         "JobSpec",
-        "JobState",
         "Resources",
         "SignalSpec",
     ],
-    "hpcbridge.segments": ["submit_segments"],
+    "hpcbridge.jobs.state": ["JobInfo", "JobState"],
+    "hpcbridge.workflows.segments": ["submit_segments"],
     "hpcbridge.site": ["SiteConfig"],
     "hpcbridge.transports": [
         "CommandResult",
@@ -103,9 +96,10 @@ _HOMES = {
         "SshTransport",
         "Transport",
     ],
-    "hpcbridge.workflow": ["Workflow", "resume_workflow", "submit_workflow", "workflow_status"],
-    "hpcbridge.workflow_export": ["render_workflow"],
-    "hpcbridge.workflow_store": ["LedgerStore", "StateFileStore"],
+    "hpcbridge.workflows.model": ["Workflow"],
+    "hpcbridge.workflows.run": ["resume_workflow", "submit_workflow", "workflow_status"],
+    "hpcbridge.workflows.export": ["render_workflow"],
+    "hpcbridge.workflows.store": ["LedgerStore", "StateFileStore"],
 }
 _MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
 

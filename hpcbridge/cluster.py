@@ -11,8 +11,9 @@ from typing import Any
 
 from hpcbridge.backends.base import Backend
 from hpcbridge.errors import ConfigError, JobNotFound, SpecError, WaitTimeout
-from hpcbridge.models import Dependency, JobInfo, JobSpec
-from hpcbridge.rendering import Renderer
+from hpcbridge.jobs.rendering import Renderer
+from hpcbridge.jobs.spec import Dependency, JobSpec
+from hpcbridge.jobs.state import JobInfo
 from hpcbridge.site import SiteConfig
 from hpcbridge.transports.base import Transport
 from hpcbridge.transports.local import LocalTransport
@@ -57,7 +58,7 @@ def make_backend(site: SiteConfig, transport: Transport) -> Backend:
             gpu_type_resource=site.pbs.gpu_type_resource,
             attempts=site.submit_retries,
         )
-    from hpcbridge.backends.local import LocalBackend
+    from hpcbridge.backends.local.backend import LocalBackend
 
     return LocalBackend(transport, state_dir=site.state_dir)
 
@@ -194,7 +195,7 @@ class Cluster:
         if job.checkpoint is not None and job.checkpoint.total_runtime is not None:
             raise SpecError(
                 f"job {job.name}: checkpoint.total_runtime makes it a chain of segments; submit "
-                "it with `hpcbridge workflow submit FILE` or hpcbridge.segments.submit_segments"
+                "it with `hpcbridge workflow submit FILE` or hpcbridge.submit_segments"
             )
         job = self.site.prepare(job)
         if not job.depends_on:

@@ -23,9 +23,9 @@ from pydantic import (
 )
 
 from hpcbridge.errors import ConfigError, SpecError
-from hpcbridge.models import JobSpec, Token, Walltime, describe_validation_error
+from hpcbridge.jobs.spec import JobSpec, Token, Walltime, describe_validation_error
+from hpcbridge.jobs.units import format_duration
 from hpcbridge.resources import data_dir
-from hpcbridge.units import format_duration
 
 
 class _Config(BaseModel):

@@ -6,7 +6,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-from hpcbridge.models import JobInfo, JobSpec, JobState
+from hpcbridge.jobs.spec import JobSpec
+from hpcbridge.jobs.state import JobInfo, JobState
 
 
 class Backend(Protocol):

@@ -10,7 +10,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, text
 
 from hpcbridge.errors import LedgerError
 from hpcbridge.resources import data_dir
@@ -35,26 +35,21 @@ def current_revision(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
-def upgrade_schema(engine: Engine) -> None:
-    """Create the ledger's tables or bring them to the newest version."""
-    from hpcbridge.ledger.store import Ledger
-
-    with Ledger(engine).transaction() as connection:
-        if connection.dialect.name == "postgresql":
-            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _UPGRADE_LOCK})
-        if current_revision(connection) != head_revision():
-            command.upgrade(_config(connection), "head")
+def upgrade_schema(connection: Connection) -> None:
+    """Create the ledger's tables or bring them to the newest version, inside the caller's
+    transaction (Ledger.transaction, which also turns database errors into LedgerError)."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _UPGRADE_LOCK})
+    if current_revision(connection) != head_revision():
+        command.upgrade(_config(connection), "head")
 
 
-def check_current(engine: Engine) -> None:
+def check_current(connection: Connection) -> None:
     """Refuse a ledger at another version than this hpcbridge's, saying how to fix it."""
-    from hpcbridge.ledger.store import Ledger
-
-    with Ledger(engine).transaction() as connection:
-        found = current_revision(connection)
+    found = current_revision(connection)
     expected = head_revision()
     if found != expected:
-        url = engine.url.render_as_string(hide_password=True)
+        url = connection.engine.url.render_as_string(hide_password=True)
         raise LedgerError(
             f"ledger {url} is at schema version {found or 'none'}, this hpcbridge needs "
             f"{expected}: run `hpcbridge ledger upgrade`"

@@ -35,6 +35,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, insert, literal, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
+from hpcbridge.ledger.periods import Periods, PeriodSums, epoch
 from hpcbridge.ledger.schema import (
     Account,
     Cluster,
@@ -45,9 +46,6 @@ from hpcbridge.ledger.schema import (
 )
 from hpcbridge.ledger.sqlfuncs import greatest, least
 from hpcbridge.ledger.usage_sql import (
-    Periods,
-    PeriodSums,
-    epoch,
     per_attempt_sums,
     seconds_of,
     started_in,
@@ -68,7 +66,7 @@ ROLLUP_SUMS = (
     "cpu_used_s",
     "cpu_available_s",
 )
-"""The rollup's columns in PeriodSums order: CPU and GPU seconds, then usage_sql.PER_ATTEMPT."""
+"""The rollup's columns in PeriodSums order: CPU and GPU seconds, then periods.PER_ATTEMPT."""
 
 
 def touched_months(spans: Iterable[tuple[int | None, int | None]]) -> set[int]:

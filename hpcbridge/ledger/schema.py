@@ -26,7 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from hpcbridge.ledger.records import NOT_AN_ARRAY
+from hpcbridge.jobs.records import NOT_AN_ARRAY
 
 # Constraint names fixed by convention, so migrations on SQLite and PostgreSQL agree.
 NAMING = {
@@ -222,7 +222,7 @@ class Allocation(Base):
 
 
 class WorkflowState(Base):
-    """A submitted workflow's record (hpcbridge.workflow_store) when it is kept in the ledger.
+    """A submitted workflow's record (hpcbridge.workflows.store) when it is kept in the ledger.
 
     The record is one JSON document, read and replaced whole as in the state-file store: the
     stages and their job ids are only ever used together, by ``workflow status`` and ``resume``.

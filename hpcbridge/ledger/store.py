@@ -23,8 +23,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from hpcbridge.errors import LedgerError
+from hpcbridge.jobs.records import AttemptRecord
 from hpcbridge.ledger import rollup
-from hpcbridge.ledger.records import AttemptRecord
 from hpcbridge.ledger.schema import Account, Allocation, Cluster, JobAttempt, SyncWatermark, User
 
 BATCH_SIZE = 5000
@@ -57,10 +57,8 @@ class Ledger:
 
         ledger = cls(_engine(url or default_ledger_url()))
         try:
-            if upgrade:
-                upgrade_schema(ledger.engine)
-            else:
-                check_current(ledger.engine)
+            with ledger.transaction() as connection:
+                (upgrade_schema if upgrade else check_current)(connection)
         except BaseException:
             ledger.close()
             raise

@@ -20,7 +20,7 @@ from pathlib import Path
 from sqlalchemy import text
 
 from hpcbridge.errors import ConfigError, HpcBridgeError, LedgerError
-from hpcbridge.ledger.sources import AccountingSource, Window
+from hpcbridge.ledger.sources.base import AccountingSource, Window
 from hpcbridge.ledger.store import Ledger
 from hpcbridge.site import SiteConfig
 from hpcbridge.transports.base import Transport
@@ -128,11 +128,11 @@ def sources_for(site: SiteConfig, transport: Transport) -> list[AccountingSource
     window, overlap = timedelta(seconds=options.window), timedelta(seconds=options.overlap)
     first_sync = timedelta(seconds=options.first_sync)
     if site.scheduler == "slurm":
-        from hpcbridge.ledger.slurm_source import SacctSource
+        from hpcbridge.ledger.sources.slurm import SacctSource
 
         return [SacctSource(transport, window=window, overlap=overlap, first_sync=first_sync)]
     if site.scheduler == "pbs" and options.pbs_source == "qstat":
-        from hpcbridge.ledger.pbs_source import PbsQstatSource
+        from hpcbridge.ledger.sources.pbs import PbsQstatSource
 
         return [
             PbsQstatSource(
@@ -142,7 +142,7 @@ def sources_for(site: SiteConfig, transport: Transport) -> list[AccountingSource
     if site.scheduler == "pbs":
         from zoneinfo import ZoneInfo
 
-        from hpcbridge.ledger.pbs_source import PbsLogSource
+        from hpcbridge.ledger.sources.pbs import PbsLogSource
 
         zone = options.pbs_server_timezone
         return [
@@ -154,8 +154,8 @@ def sources_for(site: SiteConfig, transport: Transport) -> list[AccountingSource
             )
         ]
     if site.scheduler == "local":
-        from hpcbridge.backends.local import default_state_dir
-        from hpcbridge.ledger.local_source import LocalSource
+        from hpcbridge.backends.local.backend import default_state_dir
+        from hpcbridge.ledger.sources.local import LocalSource
 
         return [LocalSource(site.state_dir or default_state_dir(), overlap=overlap)]
     raise ConfigError(f"site {site.name}: no accounting source for scheduler {site.scheduler}")

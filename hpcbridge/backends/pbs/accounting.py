@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 
 from hpcbridge.backends.pbs.parse import as_int, finished_state
-from hpcbridge.models import JobState
+from hpcbridge.jobs.state import JobState
 
 # A value runs to the next space unless it is double-quoted (job names with spaces).
 _PAIR = re.compile(r'(\S+?)=("[^"]*"|\S*)')

@@ -8,10 +8,11 @@ from typing import Any
 from hpcbridge.backends.base import with_array_totals
 from hpcbridge.backends.commands import ErrorTable, SchedulerCommands
 from hpcbridge.backends.pbs import cli, parse
-from hpcbridge.checkpoint import checkpoint_context
 from hpcbridge.errors import JobNotFound, SpecError
-from hpcbridge.models import JobInfo, JobSpec
-from hpcbridge.rendering import ShellCode
+from hpcbridge.jobs.checkpoint import checkpoint_context
+from hpcbridge.jobs.rendering import ShellCode
+from hpcbridge.jobs.spec import JobSpec
+from hpcbridge.jobs.state import JobInfo
 from hpcbridge.transports.base import Transport
 
 # Times in qstat's ctime-style strings come out in UTC, so parsers never guess the zone.

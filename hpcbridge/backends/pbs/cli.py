@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from hpcbridge.errors import SpecError
-from hpcbridge.models import Dependency, JobSpec
-from hpcbridge.rendering import ShellCode
+from hpcbridge.jobs.rendering import ShellCode
+from hpcbridge.jobs.spec import Dependency, JobSpec
 
 # qsub(1B) -J: "X-Y[:Z]" (one range with an optional step) and, since OpenPBS 20, "%N" for
 # the number of subjobs that may run at once (max_run_subjobs).

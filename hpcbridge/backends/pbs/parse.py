@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hpcbridge.errors import SchedulerError
-from hpcbridge.models import JobInfo, JobState
-from hpcbridge.units import parse_duration
+from hpcbridge.jobs.state import JobInfo, JobState
+from hpcbridge.jobs.units import parse_duration
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ from functools import lru_cache
 from hpcbridge.backends.slurm.cli import FIELD_SEPARATOR, SACCT_LEDGER_FIELDS, sacct_time
 from hpcbridge.backends.slurm.parse import optional, slurm_state, utc_time
 from hpcbridge.errors import SchedulerError
-from hpcbridge.ledger.records import NOT_AN_ARRAY, AttemptRecord
-from hpcbridge.units import memory_megabytes
+from hpcbridge.jobs.records import NOT_AN_ARRAY, AttemptRecord
+from hpcbridge.jobs.units import memory_megabytes
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,13 @@ def number_runs(runs: Iterable[SacctRun]) -> dict[int, int]:
         for attempt, db_index in enumerate(indexes, start=1):
             numbers[db_index] = attempt
     return numbers
+
+
+def runs_from_sacct(stdout: str) -> list[AttemptRecord]:
+    """Each run of the jobs in ``sacct --duplicates`` output (cli.sacct_history), numbered."""
+    runs = parse_runs(stdout)
+    numbers = number_runs(runs)
+    return [run.record(numbers[run.db_index]) for run in runs]
 
 
 def submitted_before(runs: Iterable[SacctRun], moment: datetime) -> list[str]:

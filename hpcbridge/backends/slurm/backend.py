@@ -8,9 +8,10 @@ from typing import Any
 from hpcbridge.backends.base import with_array_totals
 from hpcbridge.backends.commands import ErrorTable, SchedulerCommands
 from hpcbridge.backends.slurm import cli, parse
-from hpcbridge.checkpoint import checkpoint_context
 from hpcbridge.errors import JobNotFound
-from hpcbridge.models import JobInfo, JobSpec
+from hpcbridge.jobs.checkpoint import checkpoint_context
+from hpcbridge.jobs.spec import JobSpec
+from hpcbridge.jobs.state import JobInfo
 from hpcbridge.transports.base import Transport
 
 # Messages with which Slurm's client commands say the controller is down or busy. The

@@ -9,7 +9,7 @@ from datetime import datetime
 
 from hpcbridge.backends.slurm.cli import FIELD_SEPARATOR, SACCT_FIELDS, SQUEUE_FIELDS
 from hpcbridge.errors import SchedulerError
-from hpcbridge.models import JobInfo, JobState
+from hpcbridge.jobs.state import JobInfo, JobState
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The ``hpcbridge`` command: one module per verb group (main holds the entry point)."""

@@ -1,0 +1,212 @@
+"""``hpcbridge forecast ...`` and ``hpcbridge advise``: usage forecasts, burn-down, walltime advice.
+
+numpy and SQLAlchemy load inside each command, never at start-up; a ledger with too little
+history exits 9 (ForecastError).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict
+from datetime import UTC, date, datetime
+from typing import Any
+
+import click
+
+from hpcbridge.cli.options import JSON_OPTION, LEDGER_OPTION, echo_json, reports_errors
+
+_AS_OF = click.option(
+    "--as-of",
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]),
+    help="Forecast as if it were this moment (UTC); nothing later is used.  [default: now]",
+)
+
+
+@click.group()
+def forecast() -> None:
+    """Forecast usage, allocation burn-down, and score the forecasts on a trace."""
+
+
+@forecast.command("usage")
+@click.option("--account", help="Forecast this account (project or grant).")
+@click.option("--user", help="Forecast this user.")
+@click.option("--cluster", help="Only this cluster.  [default: every cluster in the ledger]")
+@click.option("--months", type=click.IntRange(1, 12), default=3, show_default=True)
+@_AS_OF
+@LEDGER_OPTION
+@JSON_OPTION
+@reports_errors
+def forecast_usage_command(
+    *,
+    account: str | None,
+    user: str | None,
+    cluster: str | None,
+    months: int,
+    as_of: datetime | None,
+    ledger_url: str | None,
+    as_json: bool,
+) -> None:
+    """Core- and GPU-hours of the next calendar months, with 80% prediction intervals.
+
+    Without --account or --user: the whole machine.
+    """
+    from hpcbridge.forecast.usage import forecast_usage
+    from hpcbridge.ledger.store import Ledger
+
+    if account and user:
+        raise click.UsageError("give --account or --user, not both")
+    with Ledger.open(ledger_url, upgrade=False) as opened:
+        result = forecast_usage(
+            opened,
+            account=account,
+            user=user,
+            months=months,
+            as_of=_utc(as_of),
+            cluster=cluster,
+        )
+    if as_json:
+        echo_json([_plain(asdict(month)) for month in result])
+        return
+    click.echo(f"{'month':8} {'core-hours':>12} {'80% interval':>25} {'GPU-hours':>10}")
+    for month in result:
+        interval = f"{month.core_low:,.0f} - {month.core_high:,.0f}"
+        click.echo(
+            f"{month.month:%Y-%m}  {month.core_hours:>12,.0f} {interval:>25} "
+            f"{month.gpu_hours:>10,.0f}"
+        )
+
+
+@forecast.command("budget")
+@click.argument("account")
+@_AS_OF
+@LEDGER_OPTION
+@JSON_OPTION
+@reports_errors
+def forecast_budget(
+    account: str, as_of: datetime | None, ledger_url: str | None, as_json: bool
+) -> None:
+    """When ACCOUNT's allocation runs out, at its current and its forecast burn rate."""
+    from hpcbridge.forecast.usage import budget_burndown
+    from hpcbridge.ledger.store import Ledger
+
+    with Ledger.open(ledger_url, upgrade=False) as opened:
+        burn = budget_burndown(opened, account, as_of=_utc(as_of))
+    if as_json:
+        echo_json(_plain(asdict(burn)))
+        return
+    if burn.granted_core_hours is None:
+        click.echo(f"{account}: no allocation covers {burn.as_of:%Y-%m-%d}")
+    else:
+        click.echo(
+            f"{account}: {burn.used_core_hours:,.0f} of {burn.granted_core_hours:,.0f} "
+            f"core-hours used ({burn.allocation_starts:%Y-%m-%d} to "
+            f"{burn.allocation_ends:%Y-%m-%d})"
+        )
+    click.echo(f"burn over the last 30 days: {burn.daily_burn_current:,.1f} core-hours/day")
+    if burn.granted_core_hours is not None:
+        click.echo(f"runs out at the current rate: {_day(burn.exhaustion_current)}")
+        click.echo(
+            f"runs out at the forecast rate: {_day(burn.exhaustion_forecast)} "
+            f"(80%: {_day(burn.exhaustion_early)} to {_day(burn.exhaustion_late)})"
+        )
+
+
+@forecast.command("evaluate")
+@click.argument("trace_file", type=click.Path(exists=True, dir_okay=False))
+@JSON_OPTION
+@reports_errors
+def forecast_evaluate(trace_file: str, as_json: bool) -> None:
+    """Score the forecasts and the runtime predictor, with their baselines, on an SWF trace.
+
+    Rolling origin over whole months after a 3-month warm-up; nothing after an origin is
+    visible to the forecast made there. Prints every method and baseline, and the targets.
+    """
+    from hpcbridge.cli.options import terminal_progress
+    from hpcbridge.forecast.evaluate import evaluate, group_wins, read_trace
+
+    with terminal_progress(as_json) as bar:
+        task = None if bar is None else bar.add_task("reading the trace", total=None)
+        jobs = read_trace(
+            trace_file,
+            progress=None
+            if bar is None or task is None
+            else lambda count: bar.update(task, completed=count),
+        )
+        if bar is not None and task is not None:
+            bar.update(task, description="scoring")
+        result = evaluate(jobs, trace=trace_file)
+    if as_json:
+        echo_json(_plain(asdict(result)))
+        return
+    click.echo(f"{trace_file}: months {result.months[0]} .. {result.months[-1]}")
+    header = f"{'level':8} {'method':20} {'h':>2} {'n':>6} {'medAPE':>7} {'±10%':>5} {'wErr':>5}"
+    click.echo(f"{header} {'cov80':>6} {'under':>6}")
+    for score in result.usage + result.runtime:
+        click.echo(
+            f"{score.level:8} {score.method:20} {score.horizon:>2} {score.count:>6} "
+            f"{score.median_ape:>7.1%} {score.within_10:>5.0%} {score.weighted_error:>5.2f} "
+            f"{_pct(score.coverage):>6} {_pct(score.under_predicted):>6}"
+        )
+    for level in ("account", "user"):
+        wins, ties, groups = group_wins(result, level)
+        click.echo(
+            f"per {level}: the model's median APE (h=1) beats last month's in {wins} of "
+            f"{groups} scored {level}s, ties in {ties}"
+        )
+    click.echo("targets:")
+    for target in result.targets:
+        verdict = "met" if target.met else "NOT met"
+        click.echo(f"  {target.name}: {target.goal}, measured {target.measured} ({verdict})")
+    click.echo(f"scored in {result.seconds:.1f} s")
+
+
+@click.command("advise")
+@click.argument("job_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--user", help="Whose history to use.  [default: the current user]")
+@LEDGER_OPTION
+@JSON_OPTION
+@reports_errors
+def advise(job_file: str, user: str | None, ledger_url: str | None, as_json: bool) -> None:
+    """Predict JOB_FILE's run time from your finished jobs and advise on its walltime."""
+    import getpass
+
+    from hpcbridge.forecast.advice import advise_walltime
+    from hpcbridge.jobs.spec import JobSpec
+    from hpcbridge.ledger.store import Ledger
+
+    spec = JobSpec.from_yaml(job_file)
+    who = user or os.environ.get("USER") or getpass.getuser()
+    with Ledger.open(ledger_url, upgrade=False) as opened:
+        advice = advise_walltime(
+            opened, user=who, name=spec.name, request_s=spec.resources.walltime
+        )
+    if as_json:
+        echo_json(_plain(asdict(advice)))
+    else:
+        click.echo(advice.text)
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    return None if moment is None else moment.replace(tzinfo=UTC)
+
+
+def _day(day: date | None) -> str:
+    return "not before the allocation ends" if day is None else f"{day:%Y-%m-%d}"
+
+
+def _pct(value: float | None) -> str:
+    return "" if value is None else f"{value:.0%}"
+
+
+def _plain(value: Any) -> Any:
+    """Dates as ISO strings, infinities as null: what JSON can hold."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,210 @@
+"""``hpcbridge render|submit|status|wait|cancel|hold|release|requeue`` and ``site``: one job
+at a time, on the site's scheduler.
+
+The job model, Rich and every backend load inside the command that needs them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import click
+
+from hpcbridge.cli.options import (
+    EXIT_JOB_FAILED,
+    JSON_OPTION,
+    SITE_OPTION,
+    Command,
+    echo_json,
+    reports_errors,
+)
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from hpcbridge.cluster import Cluster
+    from hpcbridge.jobs.state import JobInfo
+
+
+def _site_options(command: Command) -> Command:
+    """--site and --json on every verb, turning hpcbridge errors into documented exit codes."""
+    return SITE_OPTION(JSON_OPTION(reports_errors(command)))
+
+
+def _open(site: str) -> Cluster:
+    from hpcbridge.cluster import Cluster
+
+    return Cluster.from_site(site)
+
+
+@click.command()
+@click.argument("job_file", type=click.Path(dir_okay=False))
+@_site_options
+def render(job_file: str, site: str, as_json: bool) -> None:
+    """Print the job script JOB_FILE would be submitted as."""
+    from hpcbridge.jobs.spec import JobSpec
+
+    with _open(site) as cluster:
+        script = cluster.render(JobSpec.from_yaml(job_file))
+    if as_json:
+        echo_json({"script": script})
+    else:
+        click.echo(script, nl=False)
+
+
+@click.command()
+@click.argument("job_file", type=click.Path(dir_okay=False))
+@click.option("--wait", "wait_for_end", is_flag=True, help="Wait until the job ends.")
+@click.option("--timeout", type=float, default=None, help="Seconds --wait waits at most.")
+@_site_options
+def submit(
+    job_file: str, wait_for_end: bool, timeout: float | None, site: str, as_json: bool
+) -> None:
+    """Submit JOB_FILE (YAML with JobSpec fields) and print the job id."""
+    from hpcbridge.jobs.spec import JobSpec
+
+    with _open(site) as cluster:
+        job_id = cluster.submit(JobSpec.from_yaml(job_file))
+        _remember(cluster.site.name, [job_id])
+        if not wait_for_end:
+            if as_json:
+                echo_json({"job_id": job_id})
+            else:
+                click.echo(job_id)
+            return
+        infos = cluster.wait(job_id, timeout=timeout)
+    _show(infos.values(), as_json)
+    if any(info.state.value != "COMPLETED" for info in infos.values()):
+        sys.exit(EXIT_JOB_FAILED)
+
+
+@click.command()
+@click.argument("job_ids", nargs=-1)
+@_site_options
+def status(job_ids: tuple[str, ...], site: str, as_json: bool) -> None:
+    """Show jobs JOB_IDS (default: the jobs recently submitted with this command)."""
+    with _open(site) as cluster:
+        wanted = list(job_ids) or _remembered(cluster.site.name)
+        if not wanted:
+            click.echo("no jobs submitted from here yet; give job ids", err=True)
+            return
+        infos = cluster.backend.status(wanted) if not job_ids else cluster.status(wanted)
+    _show([infos[job_id] for job_id in wanted if job_id in infos], as_json)
+
+
+@click.command()
+@click.argument("job_ids", nargs=-1, required=True)
+@click.option("--timeout", type=float, default=None, help="Seconds to wait at most.")
+@_site_options
+def wait(job_ids: tuple[str, ...], timeout: float | None, site: str, as_json: bool) -> None:
+    """Wait until JOB_IDS have ended and show how they ended."""
+    with _open(site) as cluster:
+        infos = cluster.wait(list(job_ids), timeout=timeout)
+    _show(infos.values(), as_json)
+    if any(info.state.value != "COMPLETED" for info in infos.values()):
+        sys.exit(EXIT_JOB_FAILED)
+
+
+def _job_verb(verb: str, summary: str) -> click.Command:
+    @click.command(name=verb, help=f"{summary} JOB_IDS.")
+    @click.argument("job_ids", nargs=-1, required=True)
+    @_site_options
+    def command(job_ids: tuple[str, ...], site: str, as_json: bool) -> None:
+        with _open(site) as cluster:
+            getattr(cluster, verb)(list(job_ids))
+        if as_json:
+            echo_json({verb: list(job_ids)})
+
+    return command
+
+
+@click.group()
+def site() -> None:
+    """Inspect site configurations."""
+
+
+@site.command("check")
+@_site_options
+def site_check(site: str, as_json: bool) -> None:
+    """Validate the site config and reach its scheduler."""
+    with _open(site) as cluster:
+        answer = cluster.check()
+        config = cluster.site
+    if as_json:
+        echo_json({"site": config.name, "scheduler": config.scheduler, "answer": answer})
+    else:
+        click.echo(f"site {config.name}: config valid, {config.scheduler} answered: {answer}")
+
+
+@site.command("list")
+def site_list() -> None:
+    """List the site names that --site accepts."""
+    from hpcbridge.resources import data_dir
+    from hpcbridge.site import user_site_dir
+
+    for folder in (user_site_dir(), data_dir("site_configs")):
+        for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
+            click.echo(f"{path.stem}\t{path}")
+
+
+def _show(infos: Iterable[JobInfo], as_json: bool) -> None:
+    rows = list(infos)
+    if as_json:
+        echo_json([info.model_dump(mode="json") for info in rows])
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for heading in ("JOBID", "NAME", "STATE", "EXIT", "ELAPSED", "NODES", "REASON"):
+        table.add_column(heading)
+    for info in rows:
+        elapsed = info.elapsed_seconds
+        table.add_row(
+            info.job_id,
+            info.name or "",
+            info.state.value,
+            "" if info.exit_code is None else str(info.exit_code),
+            "" if elapsed is None else f"{elapsed:.1f}s",
+            info.nodes or "",
+            info.reason or "",
+        )
+    Console(soft_wrap=True).print(table)
+
+
+def _history_file(site_name: str) -> Path:
+    from pathlib import Path
+
+    base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    return base / "hpcbridge" / f"{site_name}.jobs"
+
+
+def _remember(site_name: str, job_ids: list[str]) -> None:
+    """Keep the ids this command submitted so a bare ``status`` can show them."""
+    path = _history_file(site_name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as history:
+        history.writelines(f"{job_id}\n" for job_id in job_ids)
+
+
+def _remembered(site_name: str, limit: int = 50) -> list[str]:
+    path = _history_file(site_name)
+    if not path.is_file():
+        return []
+    return list(dict.fromkeys(path.read_text().split()))[-limit:]
+
+
+COMMANDS = (
+    render,
+    submit,
+    status,
+    wait,
+    _job_verb("cancel", "Cancel"),
+    _job_verb("hold", "Hold (keep from starting)"),
+    _job_verb("release", "Release held"),
+    _job_verb("requeue", "Requeue (stop and run again)"),
+    site,
+)

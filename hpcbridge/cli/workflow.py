@@ -1,0 +1,304 @@
+"""``hpcbridge workflow``: submit a DAG of stages, then watch, resume and draw it by id.
+
+Only click is imported here at start-up; the workflow model, networkx, Rich and the backends
+load inside the command that runs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import click
+
+from hpcbridge.cli.options import JSON_OPTION, SITE_OPTION, Command, echo_json, reports_errors
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from hpcbridge.cluster import Cluster
+    from hpcbridge.workflows.run import StageStatus
+    from hpcbridge.workflows.store import WorkflowRecord, WorkflowStore
+
+STATE_DIR_OPTION = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    envvar="HPCBRIDGE_WORKFLOW_DIR",
+    show_default="$HPCBRIDGE_WORKFLOW_DIR or $XDG_STATE_HOME/hpcbridge/workflows",
+    help="Where workflow records (stage -> job ids) are kept, unless --ledger is given.",
+)
+
+LEDGER_OPTION = click.option(
+    "--ledger",
+    "ledger_url",
+    default=lambda: os.environ.get("HPCBRIDGE_LEDGER"),
+    show_default="$HPCBRIDGE_LEDGER; none: state files",
+    help="Keep workflow records in this ledger (sqlite:///PATH or postgresql://USER@HOST/DB).",
+)
+
+
+def _store_options(command: Command) -> Command:
+    """--state-dir and --ledger: where the workflow's record lives."""
+    return STATE_DIR_OPTION(LEDGER_OPTION(command))
+
+
+# workflow_export.FORMATS, written out so that `hpcbridge --help` need not load Jinja; a test
+# keeps the two equal.
+FORMATS = ("dot", "mermaid", "json", "png", "svg")
+
+
+@click.group()
+def workflow() -> None:
+    """Submit stages with native dependencies; status, resume and show them by workflow id."""
+
+
+@workflow.command()
+@click.argument("workflow_file", type=click.Path(dir_okay=False))
+@SITE_OPTION
+@_store_options
+@JSON_OPTION
+@reports_errors
+def submit(
+    workflow_file: str, site: str, state_dir: str | None, ledger_url: str | None, as_json: bool
+) -> None:
+    """Validate WORKFLOW_FILE, submit every stage, and print the workflow id.
+
+    WORKFLOW_FILE lists stages; or it is a job file whose checkpoint.total_runtime is longer
+    than one job may run, submitted as a chain of segments (seg01, seg02, ...).
+    """
+    from hpcbridge.errors import HpcBridgeError
+    from hpcbridge.workflows.run import submit_workflow
+    from hpcbridge.workflows.segments import workflow_from_file
+
+    site_ref = os.path.abspath(site) if os.path.isfile(site) else site
+    with (
+        _store(state_dir, ledger_url) as store,
+        _open(site_ref) as cluster,
+        _progress(as_json, "submitting") as progress,
+    ):
+        spec = workflow_from_file(workflow_file, cluster.site)
+        try:
+            record = submit_workflow(cluster, spec, store, site=site_ref, progress=progress)
+        except HpcBridgeError as error:
+            for note in getattr(error, "__notes__", []):  # which workflow id to resume
+                click.echo(note, err=True)
+            raise
+    _print_jobs(record, record.workflow.order(), as_json)
+
+
+@workflow.command()
+@click.argument("workflow_id")
+@_store_options
+@JSON_OPTION
+@reports_errors
+def status(workflow_id: str, state_dir: str | None, ledger_url: str | None, as_json: bool) -> None:
+    """Show every stage's job and state; cancels dependents that can never run."""
+    from hpcbridge.workflows.run import workflow_status
+
+    with _store(state_dir, ledger_url) as store:
+        record = store.load(workflow_id)
+    with _open(record.site) as cluster:
+        stages = workflow_status(cluster, record)
+    if as_json:
+        echo_json(
+            {
+                "workflow_id": record.workflow_id,
+                "name": record.workflow.name,
+                "site": record.site,
+                "stages": [_stage_json(stage) for stage in stages],
+            }
+        )
+        return
+    _print_table(stages)
+
+
+@workflow.command()
+@click.argument("workflow_id")
+@click.option(
+    "--file",
+    "fixed_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A fixed workflow file (same stage names) whose specs the resubmitted stages take.",
+)
+@_store_options
+@JSON_OPTION
+@reports_errors
+def resume(
+    workflow_id: str,
+    fixed_file: str | None,
+    state_dir: str | None,
+    ledger_url: str | None,
+    as_json: bool,
+) -> None:
+    """Resubmit failed, cancelled and never-submitted stages, wired to the jobs kept."""
+    from hpcbridge.workflows.model import Workflow
+    from hpcbridge.workflows.run import resume_workflow
+
+    fixed = Workflow.from_yaml(fixed_file) if fixed_file else None
+    with _store(state_dir, ledger_url) as store:
+        site = store.load(workflow_id).site
+        with (
+            _open(site) as cluster,
+            _progress(as_json, "resubmitting") as progress,
+        ):
+            record, rerun, skipped = resume_workflow(
+                cluster, store, workflow_id, workflow=fixed, progress=progress
+            )
+    if as_json:
+        echo_json(
+            {
+                "workflow_id": record.workflow_id,
+                "resubmitted": {name: record.latest_job(name) for name in rerun},
+                "not_runnable": skipped,
+            }
+        )
+        return
+    if not rerun:
+        click.echo(f"workflow {record.workflow_id}: nothing to resubmit")
+    else:
+        _print_jobs(record, rerun, as_json=False)
+    for name, reason in skipped.items():
+        click.echo(f"{name}\tnot resubmitted: {reason}")
+
+
+@workflow.command()
+@click.argument("workflow_id")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="mermaid", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write to this file.")
+@click.option(
+    "--predict",
+    is_flag=True,
+    help="Expect run times predicted from the accounting ledger (--ledger, $HPCBRIDGE_LEDGER "
+    "or the default one) instead of walltimes.",
+)
+@_store_options
+@reports_errors
+def show(
+    workflow_id: str,
+    *,
+    fmt: str,
+    out: str | None,
+    predict: bool,
+    state_dir: str | None,
+    ledger_url: str | None,
+) -> None:
+    """Draw the DAG and its expected-vs-actual timeline (png and svg need --out or a pipe)."""
+    from hpcbridge.files import write_atomically
+    from hpcbridge.workflows.export import render_workflow
+    from hpcbridge.workflows.run import predicted_durations, workflow_view
+
+    with _store(state_dir, ledger_url) as store:
+        record = store.load(workflow_id)
+    with _open(record.site) as cluster:
+        view = workflow_view(cluster, record)
+        predicted = None
+        if predict:
+            import getpass
+
+            from hpcbridge.ledger.store import Ledger
+
+            with Ledger.open(ledger_url, upgrade=False) as ledger:
+                predicted = predicted_durations(cluster, record, ledger, user=getpass.getuser())
+    drawn = render_workflow(view, fmt, predicted=predicted)
+    data = drawn.encode() if isinstance(drawn, str) else drawn
+    if out is None:
+        click.echo(data, nl=False)  # bytes go to the binary stream as they are
+        return
+    write_atomically(out, data)
+    click.echo(f"wrote {out}", err=True)
+
+
+@contextmanager
+def _store(state_dir: str | None, ledger_url: str | None) -> Iterator[WorkflowStore]:
+    """The ledger's workflows table when a ledger is named, else the state files."""
+    from hpcbridge.workflows.store import LedgerStore, StateFileStore
+
+    if ledger_url is None:
+        yield StateFileStore(state_dir)
+        return
+    from hpcbridge.ledger.store import Ledger
+
+    with Ledger.open(ledger_url) as ledger:
+        yield LedgerStore(ledger)
+
+
+def _open(site: str) -> Cluster:
+    """The cluster a workflow was submitted to, by the site it recorded."""
+    from hpcbridge.cluster import Cluster
+
+    return Cluster.from_site(site)
+
+
+@contextmanager
+def _progress(quiet: bool, what: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar on stderr while stages are submitted (none with --json)."""
+    if quiet:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(what, total=None)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield advance
+
+
+def _print_jobs(record: WorkflowRecord, stages: list[str], as_json: bool) -> None:
+    jobs = {name: record.latest_job(name) for name in stages}
+    if as_json:
+        echo_json({"workflow_id": record.workflow_id, "site": record.site, "jobs": jobs})
+        return
+    click.echo(f"workflow {record.workflow_id}")
+    for name, job_id in jobs.items():
+        click.echo(f"{name}\t{job_id}")
+
+
+def _stage_json(stage: StageStatus) -> dict[str, object]:
+    from hpcbridge.workflows.run import started_at
+
+    info = stage.info
+    started = started_at(info)
+    return {
+        "stage": stage.name,
+        "job_id": stage.job_id,
+        "state": stage.state,
+        "reason": info.reason if info else None,
+        "start": started.isoformat() if started else None,
+        "end": info.end_time.isoformat() if info and info.end_time else None,
+        "note": stage.note,
+    }
+
+
+def _print_table(stages: list[StageStatus]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from hpcbridge.workflows.run import started_at
+
+    table = Table(box=None, pad_edge=False)
+    for heading in ("STAGE", "JOBID", "STATE", "REASON", "START", "END", "NOTE"):
+        table.add_column(heading)
+    for stage in stages:
+        row = _stage_json(stage)
+        table.add_row(
+            stage.name,
+            stage.job_id or "",
+            stage.state,
+            str(row["reason"] or ""),
+            _clock(started_at(stage.info)),
+            _clock(stage.info.end_time if stage.info else None),
+            stage.note,
+        )
+    Console(soft_wrap=True).print(table)
+
+
+def _clock(moment: datetime | None) -> str:
+    return moment.astimezone().strftime("%m-%d %H:%M:%S") if moment else ""

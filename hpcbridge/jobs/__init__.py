@@ -1,0 +1,1 @@
+"""The job model and how it becomes a script: spec, state, units, rendering, checkpoint wrapper."""

@@ -1,0 +1,1 @@
+"""Where ledger rows come from: sacct, PBS accounting logs and qstat, the local backend, SWF."""

@@ -1,0 +1,1 @@
+"""Documents made from the ledger: usage reports, grant reports and their charts."""

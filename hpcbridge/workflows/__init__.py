@@ -1,0 +1,1 @@
+"""Workflows on the scheduler: DAG model, submission/status/resume, store, segments, drawings."""
