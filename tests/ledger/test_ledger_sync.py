@@ -22,7 +22,7 @@ from sqlalchemy import create_engine, func, select, text
 from hpcbridge import JobState
 from hpcbridge.errors import LedgerError, SchedulerUnavailable
 from hpcbridge.jobs.records import AttemptRecord
-from hpcbridge.ledger.schema import JobAttempt
+from hpcbridge.ledger.schema import Account, Cluster, JobAttempt, User
 from hpcbridge.ledger.sources.base import Window, spans
 from hpcbridge.ledger.store import Ledger
 from hpcbridge.ledger.sync import SyncStatus, cluster_lock, sync
@@ -159,18 +159,26 @@ def run_sync(site: Path, url: str, *extra: str) -> subprocess.Popen[str]:
 
 def finished_attempts(url: str, before: datetime) -> set[tuple[object, ...]]:
     """Attempts that ended in the 20 hours before ``before``: what two syncs started a few
-    minutes apart both read, and what can no longer change."""
-    columns = [c for c in JobAttempt.__table__.columns if c.name not in {"id", "updated_at"}]
-    ended = JobAttempt.__table__.c.end_at  # epoch seconds, compared as stored
+    minutes apart both read, and what can no longer change. Clusters, accounts and users are
+    compared by name: two ledgers number them in the order they first met them."""
+    surrogate = {"id", "updated_at", "cluster_id", "account_id", "user_id"}
+    attempts = JobAttempt.__table__
+    columns = [c for c in attempts.columns if c.name not in surrogate]
+    ended = attempts.c.end_at  # epoch seconds, compared as stored
+    query = (
+        select(Cluster.name, Account.name, User.name, *columns)
+        .join_from(attempts, Cluster, Cluster.id == attempts.c.cluster_id)
+        .outerjoin(Account, Account.id == attempts.c.account_id)
+        .outerjoin(User, User.id == attempts.c.user_id)
+        .where(
+            ended < int(before.timestamp()),
+            ended >= int((before - timedelta(hours=20)).timestamp()),
+        )
+    )
     engine = create_engine(url)
     try:
         with engine.connect() as connection:
-            rows = connection.execute(
-                select(*columns).where(
-                    ended < int(before.timestamp()),
-                    ended >= int((before - timedelta(hours=20)).timestamp()),
-                )
-            ).all()
+            rows = connection.execute(query).all()
     finally:
         engine.dispose()
     assert rows, "the test cluster has no finished jobs to compare"
