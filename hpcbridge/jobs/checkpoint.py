@@ -19,10 +19,12 @@ which its manifest then shows. Names sort oldest to newest (UTC time, then seque
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import os
+import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from hpcbridge.errors import CheckpointError
@@ -39,6 +41,13 @@ ATTEMPTS_LOG = "attempts.log"
 FINISHED = "finished"
 PREFIX = "ckpt-"
 CORRUPT_PREFIX = "corrupt-"
+# The names the wrapper gives (hpcbridge_ck_named in the template): nothing else is a checkpoint.
+_NAME = re.compile(r"(corrupt-)?ckpt-[0-9]{8}T[0-9]{6}Z-[0-9]{6,9}")
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+# sha256sum's escapes in a name (a line starting with a backslash): \\, \n, and \r since 9.2.
+_UNESCAPED = {"\\\\": "\\", "\\n": "\n", "\\r": "\r"}
+_ESCAPE = re.compile(r"\\[\\nr]")
+_DIGITS = re.compile(r"[0-9]{1,18}")
 # Ends of a run that lose the work done since the last checkpoint (a time-limit requeue
 # checkpoints first, so it loses almost nothing, but it is measured the same way).
 FAILURES = frozenset(
@@ -93,7 +102,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     folder = Path(path)
     meta: dict[str, str] = {}
     try:
-        for line in (folder / META).read_text().splitlines():
+        for line in _lines((folder / META).read_text(errors="surrogateescape")):
             key, _, value = line.partition("=")
             meta[key] = value
     except OSError as exc:
@@ -101,53 +110,106 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     else:
         problem = None if folder.name.startswith(PREFIX) else "marked corrupt at a restart"
         problem = _verify(folder) or problem
-    created = meta.get("created", "")
-    attempt = meta.get("attempt", "")
+    created = _number(meta.get("created"))
     return Checkpoint(
         path=folder,
-        created=datetime.fromtimestamp(int(created), UTC) if created.isdigit() else None,
+        created=None if created is None else datetime.fromtimestamp(created, UTC),
         job_id=meta.get("job"),
-        attempt=int(attempt) if attempt.isdigit() else None,
+        attempt=_number(meta.get("attempt")),
         node=meta.get("node"),
         reason=meta.get("reason"),
         problem=problem,
     )
 
 
+def _lines(text: str) -> list[str]:
+    """Lines as bash reads them: split on "\n" only. str.splitlines() also splits on U+2028,
+    U+0085 and others, which may stand in a file name; then the two readers would disagree."""
+    lines = text.split("\n")
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
+def _number(text: str | None) -> int | None:
+    """A whole number written by the wrapper; anything else (other digits, signs, huge
+    values someone planted) is no number. ``str.isdigit`` would pass "²", which int() refuses."""
+    if text is None or not _DIGITS.fullmatch(text):
+        return None
+    return int(text)
+
+
 def _verify(folder: Path) -> str | None:
-    """What is wrong according to the manifest (sha256sum's format), or None."""
+    """What is wrong according to the manifest (sha256sum's format), or None.
+
+    The manifest must list exactly the checkpoint's regular files, each under a relative path
+    inside it: a line naming ``../x``, ``/etc/passwd`` or ``/dev/zero`` makes the checkpoint
+    invalid rather than being read, and so does a file it leaves out, a symlink or a device.
+    Files are hashed in chunks, so a large checkpoint costs no more memory than a small one.
+    """
     try:
-        lines = (folder / MANIFEST).read_text().splitlines()
+        text = (folder / MANIFEST).read_text(errors="surrogateescape")
     except OSError as exc:
         return f"cannot read {MANIFEST}: {exc.strerror}"
-    if not lines:
-        return f"{MANIFEST} is empty"
-    for line in lines:
+    listed: dict[str, str] = {}
+    for line in _lines(text):
         escaped = line.startswith("\\")  # sha256sum escapes names holding \ or a newline
         digest, sep, name = line.removeprefix("\\").partition(" ")
-        if not sep or len(digest) != 64:
+        if not sep or not _DIGEST.fullmatch(digest) or name[:1] not in (" ", "*"):
             return f"{MANIFEST} has a malformed line {line!r}"
         name = name[1:]  # " " (text) or "*" (binary) before the name
         if escaped:
-            name = name.replace("\\n", "\n").replace("\\\\", "\\")
+            name = _ESCAPE.sub(lambda match: _UNESCAPED[match.group()], name)
+        relative = PurePosixPath(name)
+        if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+            return f"{name}: outside the checkpoint"
+        listed[str(relative)] = digest
+    if not listed:
+        return f"{MANIFEST} is empty"
+    try:
+        found = dict(_regular_files(folder))
+    except ValueError as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"cannot list the checkpoint: {exc.strerror}"
+    for name in sorted(listed.keys() - found.keys()):
+        return f"./{name}: listed in the manifest but not a file of the checkpoint"
+    for name in sorted(found.keys() - listed.keys()):
+        return f"./{name}: not in the manifest"
+    for name, digest in sorted(listed.items()):
         try:
-            actual = hashlib.sha256((folder / name).read_bytes()).hexdigest()
+            with found[name].open("rb") as data:
+                actual = hashlib.file_digest(data, "sha256").hexdigest()
         except OSError as exc:
-            return f"{name}: {exc.strerror}"
+            return f"./{name}: {exc.strerror}"
         if actual != digest:
-            return f"{name}: checksum does not match"
+            return f"./{name}: checksum does not match"
     return None
 
 
+def _regular_files(folder: Path, prefix: str = "") -> Iterator[tuple[str, Path]]:
+    """(relative name, path) of every file under ``folder``, never following a link; a
+    symlink, device, FIFO or socket anywhere raises ValueError naming it."""
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            name = prefix + entry.name
+            if entry.is_dir(follow_symlinks=False):
+                yield from _regular_files(Path(entry.path), name + "/")
+            elif entry.is_file(follow_symlinks=False):
+                if name != MANIFEST:
+                    yield name, Path(entry.path)
+            else:
+                raise ValueError(f"./{name}: not a regular file")
+
+
 def list_checkpoints(directory: str | Path) -> list[Checkpoint]:
-    """Every committed checkpoint, corrupt ones included, newest first."""
+    """Every committed checkpoint, corrupt ones included, newest first. Only folders under a
+    name the wrapper gives count (not symlinks): anything else in the directory is ignored."""
     folder = Path(directory)
     if not folder.is_dir():
         raise CheckpointError(f"checkpoint directory {str(folder)!r} does not exist")
     found = [
         read_checkpoint(entry)
         for entry in folder.iterdir()
-        if entry.is_dir() and entry.name.startswith((PREFIX, CORRUPT_PREFIX + PREFIX))
+        if _NAME.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink()
     ]
     return sorted(found, key=lambda c: c.name.removeprefix(CORRUPT_PREFIX), reverse=True)
 
@@ -187,15 +249,15 @@ def read_events(directory: str | Path) -> list[Event]:
     """attempts.log in order; a line cut short by a crash is skipped."""
     path = Path(directory) / ATTEMPTS_LOG
     try:
-        text = path.read_text()
+        text = path.read_text(errors="replace")  # others may write the directory
     except FileNotFoundError:
         return []
     except OSError as exc:
         raise CheckpointError(f"cannot read {path}: {exc.strerror}") from exc
     events = []
-    for line in text.splitlines():
+    for line in _lines(text):
         parts = line.split("\t")
-        if len(parts) < 5 or not parts[1].isdigit() or not parts[3].isdigit():
+        if len(parts) < 5 or _number(parts[1]) is None or _number(parts[3]) is None:
             continue
         kind, epoch, job_id, attempt, node, *fields = parts
         moment = datetime.fromtimestamp(int(epoch), UTC)

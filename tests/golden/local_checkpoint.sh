@@ -27,10 +27,43 @@ hpcbridge_ck_meta() {
     return 1
 }
 
-hpcbridge_ck_verify() {
-    [ -f "$1/.hpcbridge-manifest" ] && [ -f "$1/.hpcbridge-meta" ] || { echo "no manifest"; return 1; }
-    (cd -- "$1" && sha256sum --quiet --strict -c .hpcbridge-manifest 2>&1)
+# Other users may write this directory and checkpoint sets are copied in, so nothing read from
+# it is evaluated: a folder counts only under a name this wrapper gives (tested with [[ =~ ]],
+# never inside $((...)), whose array subscripts bash would run), and a checkpoint is valid only
+# when its manifest is exactly what the wrapper would write for its files now, so it can name
+# nothing outside the checkpoint. hpcbridge/jobs/checkpoint.py applies the same rules.
+hpcbridge_ck_named() {
+    [[ ${1##*/} =~ ^(corrupt-)?ckpt-[0-9]{8}T[0-9]{6}Z-([0-9]{6,9})$ ]] && [ -d "$1" ] && [ ! -L "$1" ]
 }
+
+# The committed checkpoints, newest first (their names sort by time), in hpcbridge_ck_found.
+hpcbridge_ck_list() {
+    local LC_ALL=C entry
+    hpcbridge_ck_found=()
+    for entry in "$hpcbridge_ck_dir"/ckpt-*; do
+        hpcbridge_ck_named "$entry" && hpcbridge_ck_found=("$entry" "${hpcbridge_ck_found[@]}")
+    done
+    return 0
+}
+
+# The manifest of the checkpoint in the current directory, as sha256sum writes it.
+hpcbridge_ck_manifest() {
+    find . -type f ! -path ./.hpcbridge-manifest -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum
+}
+
+hpcbridge_ck_verify() (
+    cd -- "$1" 2>/dev/null && [ -f .hpcbridge-manifest ] && [ -f .hpcbridge-meta ] ||
+        { echo "no manifest"; exit 1; }
+    odd=$(find . ! -type f ! -type d -print -quit)
+    [ -z "$odd" ] || { echo "$odd: not a regular file"; exit 1; }
+    listed=$(LC_ALL=C sort .hpcbridge-manifest) found=$(hpcbridge_ck_manifest | LC_ALL=C sort)
+    [ "$listed" = "$found" ] && exit 0
+    odd=$(LC_ALL=C comm -23 <(printf '%s\n' "$listed") <(printf '%s\n' "$found") | head -n 1)
+    [ -n "$odd" ] && { echo "${odd#*  }: missing, changed or outside the checkpoint"; exit 1; }
+    odd=$(LC_ALL=C comm -13 <(printf '%s\n' "$listed") <(printf '%s\n' "$found") | head -n 1)
+    echo "${odd#*  }: not in the manifest"
+    exit 1
+)
 
 # The checkpoint command, in a subshell so that its exit or cd cannot end the wrapper.
 hpcbridge_ck_command() (
@@ -40,7 +73,7 @@ kill -USR2 "$HPCBRIDGE_WORK_PID"; sleep 5; cp *.h5 "$HPCBRIDGE_CHECKPOINT_TMP"
 # Take one checkpoint: the command fills a fresh temp dir, the wrapper adds the manifest,
 # syncs, then renames it into place (atomic), and prunes to the newest 2.
 hpcbridge_ck_save() {
-    local reason=$1 lock=$hpcbridge_ck_dir/.lock tries=0 tmp status seq=0 old name now
+    local reason=$1 lock=$hpcbridge_ck_dir/.lock tries=0 tmp status seq=0 old number name now
     until mkdir -- "$lock" 2>/dev/null; do
         [ "$reason" = periodic ] && return 0  # one is being taken right now
         tries=$((tries + 1))
@@ -57,14 +90,16 @@ hpcbridge_ck_save() {
         return 1
     fi
     for old in "$hpcbridge_ck_dir"/ckpt-* "$hpcbridge_ck_dir"/corrupt-ckpt-*; do
-        [ -d "$old" ] && [ $((10#${old##*-})) -gt "$seq" ] && seq=$((10#${old##*-}))
+        hpcbridge_ck_named "$old" || continue
+        number=$((10#${BASH_REMATCH[2]}))  # six to nine digits, matched above
+        [ "$number" -gt "$seq" ] && seq=$number
     done
     now=$(date +%s)
     name=ckpt-$(date -u -d "@$now" +%Y%m%dT%H%M%SZ)-$(printf '%06d' $((seq + 1)))
     printf 'created=%s\njob=%s\nattempt=%s\nnode=%s\nreason=%s\n' "$now" "$hpcbridge_ck_job" \
         "$hpcbridge_ck_attempt" "$hpcbridge_ck_node" "$reason" >"$tmp/.hpcbridge-meta"
-    if ! (cd -- "$tmp" && find . -type f ! -name .hpcbridge-manifest -print0 | LC_ALL=C sort -z |
-        xargs -0 -r sha256sum >.hpcbridge-manifest && find . -type f -exec sync -- {} +) ||
+    if ! (cd -- "$tmp" && hpcbridge_ck_manifest >.hpcbridge-manifest &&
+        find . -type f -exec sync -- {} +) ||
         ! mv -T -- "$tmp" "$hpcbridge_ck_dir/$name"; then
         hpcbridge_ck_log "could not commit the checkpoint; no checkpoint taken"
         rm -rf -- "$tmp"; rmdir -- "$lock"
@@ -72,8 +107,9 @@ hpcbridge_ck_save() {
     fi
     sync -- "$hpcbridge_ck_dir"
     hpcbridge_ck_event commit "$name" "$now" "$reason"
-    set -- "$hpcbridge_ck_dir"/ckpt-*  # oldest first
-    while [ $# -gt 2 ]; do rm -rf -- "$1"; shift; done
+    hpcbridge_ck_list
+    set -- "${hpcbridge_ck_found[@]:2}"
+    [ $# -eq 0 ] || rm -rf -- "$@"
     rmdir -- "$lock"
 }
 
@@ -108,8 +144,8 @@ done
 
 # The newest checkpoint whose manifest verifies; a corrupt one is renamed, kept, and skipped.
 unset HPCBRIDGE_CHECKPOINT
-while IFS= read -r hpcbridge_ck_try; do
-    [ -d "$hpcbridge_ck_try" ] || continue
+hpcbridge_ck_list
+for hpcbridge_ck_try in "${hpcbridge_ck_found[@]}"; do
     if hpcbridge_ck_problem=$(hpcbridge_ck_verify "$hpcbridge_ck_try"); then
         export HPCBRIDGE_CHECKPOINT=$hpcbridge_ck_try
         break
@@ -119,7 +155,7 @@ while IFS= read -r hpcbridge_ck_try; do
         "kept as corrupt-$hpcbridge_ck_name; trying the one before it"
     mv -T -- "$hpcbridge_ck_try" "$hpcbridge_ck_dir/corrupt-$hpcbridge_ck_name"
     hpcbridge_ck_event corrupt "$hpcbridge_ck_name"
-done < <(printf '%s\n' "$hpcbridge_ck_dir"/ckpt-* | LC_ALL=C sort -r)
+done
 
 hpcbridge_work() {
 ./simulate --resume-from "${HPCBRIDGE_CHECKPOINT:-}"
@@ -172,6 +208,7 @@ trap 'hpcbridge_ck_stop_timer; kill ${hpcbridge_signal_timer:-} 2>/dev/null || :
 
 if [ -n "${HPCBRIDGE_CHECKPOINT:-}" ]; then
     hpcbridge_ck_from=$(hpcbridge_ck_meta "$HPCBRIDGE_CHECKPOINT" created)
+    [[ $hpcbridge_ck_from =~ ^[0-9]+$ ]] || hpcbridge_ck_from=-
     hpcbridge_ck_event start "${HPCBRIDGE_CHECKPOINT##*/}" "$hpcbridge_ck_from"
     hpcbridge_ck_log "attempt $hpcbridge_ck_attempt resumes from ${HPCBRIDGE_CHECKPOINT##*/}"
     hpcbridge_restart &
