@@ -29,15 +29,21 @@ from pydantic import (
 from hpcbridge.errors import SpecError
 from hpcbridge.jobs.units import format_duration, parse_duration, parse_memory
 
-_TOKEN = re.compile(r"^[\w.+@=,:%/-]+$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Every pattern is ASCII and used with fullmatch: "$" would also match before a final newline,
+# and \w alone admits any Unicode letter.
+_TOKEN = re.compile(r"[\w.+@=,:%/-]+", re.ASCII)
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# What ends a line for bash or for Python's str.splitlines(), and NUL, which bash cannot hold.
+_LINE_BREAK = re.compile("[\x00\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 # sbatch(1), --array: "0-15", "0,6,16-32", "0-15:4", "0-15%4" (step and a concurrency limit).
-_ARRAY = re.compile(r"^\d+(-\d+(:\d+)?)?(,\d+(-\d+(:\d+)?)?)*(%\d+)?$")
-_SIGNAL = re.compile(r"^(?:(?P<batch>B):)?(?:SIG)?(?P<name>[A-Z0-9]+)(?:@(?P<seconds>\d+))?$")
+_ARRAY = re.compile(r"\d+(-\d+(:\d+)?)?(,\d+(-\d+(:\d+)?)?)*(%\d+)?", re.ASCII)
+_SIGNAL = re.compile(
+    r"(?:(?P<batch>B):)?(?:SIG)?(?P<name>[A-Z0-9]+)(?:@(?P<seconds>\d+))?", re.ASCII
+)
 
 
 def _single_token(value: str) -> str:
-    if not _TOKEN.match(value):
+    if not _TOKEN.fullmatch(value):
         raise ValueError(
             f"{value!r} must be one word of letters, digits and . _ + @ = , : % / - "
             "(no spaces, quotes or shell characters)"
@@ -48,22 +54,22 @@ def _single_token(value: str) -> str:
 Token = Annotated[str, AfterValidator(_single_token)]
 ModelT = TypeVar("ModelT", bound=BaseModel)
 # Job references may also hold PBS's array brackets ("10[].server", "10[3].server").
-_JOB_REFERENCE = re.compile(r"^[\w.+@=,:%/\[\]-]+$")
+_JOB_REFERENCE = re.compile(r"[\w.+@=,:%/\[\]-]+", re.ASCII)
 
 
 def _job_reference(value: str) -> str:
-    if not _JOB_REFERENCE.match(value):
+    if not _JOB_REFERENCE.fullmatch(value):
         raise ValueError(f"{value!r} is not a job id or job name")
     return value
 
 
 JobReference = Annotated[str, AfterValidator(_job_reference)]
 # Slurm hostlists: "node07", "gpu[01-04,09]", "a,b".
-_NODE_LIST = re.compile(r"^[\w.,\[\]-]+$")
+_NODE_LIST = re.compile(r"[\w.,\[\]-]+", re.ASCII)
 
 
 def _node_list(value: str) -> str:
-    if not _NODE_LIST.match(value):
+    if not _NODE_LIST.fullmatch(value):
         raise ValueError(f"{value!r} is not a node name or hostlist such as node[01-04]")
     return value
 
@@ -144,7 +150,7 @@ class SignalSpec(_Model):
         # The sbatch --signal spelling, "[B:]SIG[@SECONDS]".
         if not isinstance(value, str):
             return value
-        match = _SIGNAL.match(value.strip().upper())
+        match = _SIGNAL.fullmatch(value.strip().upper())
         if not match:
             raise ValueError(f"{value!r} is not a signal; write it as [B:]USR1[@SECONDS]")
         parsed: dict[str, Any] = {"name": match["name"], "batch_shell": bool(match["batch"])}
@@ -163,10 +169,18 @@ class SignalSpec(_Model):
         return bare
 
 
+def _runnable(value: str) -> str:
+    """Shell text bash can run as written: bash drops NUL bytes from a script, so the job
+    would run something other than what was written."""
+    if "\x00" in value:
+        raise ValueError(f"{value!r} holds a NUL byte, which bash cannot run")
+    return value
+
+
 def _not_blank(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be empty")
-    return value
+    return _runnable(value)
 
 
 class CheckpointSpec(_Model):
@@ -210,8 +224,8 @@ class CheckpointSpec(_Model):
     @classmethod
     def _one_line(cls, directory: str) -> str:
         # Checkpoint names and the attempts log are read line by line, by bash and Python.
-        if "\n" in directory or "\r" in directory:
-            raise ValueError(f"{directory!r} holds a line break")
+        if _LINE_BREAK.search(directory):
+            raise ValueError(f"{directory!r} holds a line break or NUL")
         return directory
 
 
@@ -219,7 +233,7 @@ class JobSpec(_Model):
     """One batch job, independent of the scheduler that will run it."""
 
     name: Token
-    command: str | None = None
+    command: Annotated[str, AfterValidator(_runnable)] | None = None
     script: Path | None = None
     resources: Resources = Resources()
     partition: Token | None = None
@@ -237,7 +251,7 @@ class JobSpec(_Model):
     stdout: Token | None = None
     stderr: Token | None = None
     modules: list[Token] = []
-    setup: list[str] = []
+    setup: list[Annotated[str, AfterValidator(_runnable)]] = []
     checkpoint: CheckpointSpec | None = None
     # Nodes the job must not run on (sbatch --exclude): set by workflow resume after a node
     # failure. PBS's qsub and the local backend have no such request and refuse it.
@@ -246,16 +260,18 @@ class JobSpec(_Model):
     @field_validator("array")
     @classmethod
     def _array_syntax(cls, value: str | None) -> str | None:
-        if value is not None and not _ARRAY.match(value):
+        if value is not None and not _ARRAY.fullmatch(value):
             raise ValueError(f"{value!r} is not an array range such as 1-100%10 or 1,3,5-7")
         return value
 
     @field_validator("env")
     @classmethod
     def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
-        for key in env:
-            if not _ENV_NAME.match(key):
+        for key, value in env.items():
+            if not _ENV_NAME.fullmatch(key):
                 raise ValueError(f"{key!r} is not a valid environment variable name")
+            if "\x00" in value:
+                raise ValueError(f"{key}: {value!r} holds a NUL byte, which no variable can hold")
         return env
 
     @field_validator("depends_on", mode="before")

@@ -11,11 +11,11 @@ import re
 
 # sbatch(1), --time: "minutes", "minutes:seconds", "hours:minutes:seconds", "days-hours",
 # "days-hours:minutes" and "days-hours:minutes:seconds".
-_DAYS_FORM = re.compile(r"^(\d+)-(\d+)(?::(\d+))?(?::(\d+))?$")
-_CLOCK_FORM = re.compile(r"^(\d+)(?::(\d+))?(?::(\d+))?$")
+_DAYS_FORM = re.compile(r"(\d+)-(\d+)(?::(\d+))?(?::(\d+))?", re.ASCII)
+_CLOCK_FORM = re.compile(r"(\d+)(?::(\d+))?(?::(\d+))?", re.ASCII)
 # sbatch(1), --mem: "Default units are megabytes. Different units can be specified using the
 # suffix [K|M|G|T]" (binary multiples).
-_MEMORY_FORM = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?$", re.IGNORECASE)
+_MEMORY_FORM = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?", re.ASCII | re.IGNORECASE)
 _MEGABYTES_PER_UNIT = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024 * 1024}
 
 
@@ -24,11 +24,11 @@ def parse_duration(text: str | int) -> int:
     if isinstance(text, int):
         return text * 60
     value = text.strip()
-    days_match = _DAYS_FORM.match(value)
+    days_match = _DAYS_FORM.fullmatch(value)
     if days_match:
         days, hours, minutes, seconds = (int(part or 0) for part in days_match.groups())
         return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
-    clock_match = _CLOCK_FORM.match(value)
+    clock_match = _CLOCK_FORM.fullmatch(value)
     if not clock_match:
         raise ValueError(f"{text!r} is not a duration; use minutes, MM:SS, HH:MM:SS or D-HH:MM:SS")
     parts = [int(part) for part in clock_match.groups() if part is not None]
@@ -70,7 +70,7 @@ def memory_megabytes(text: str) -> float:
 
     Unlike parse_memory (for requests), sizes under a megabyte and zero are valid here.
     """
-    match = _MEMORY_FORM.match(text.strip())
+    match = _MEMORY_FORM.fullmatch(text.strip())
     if not match:
         raise ValueError(f"{text!r} is not a memory size; use a number with K, M, G or T")
     return float(match.group(1)) * _MEGABYTES_PER_UNIT[match.group(2).upper()]

@@ -155,6 +155,12 @@ ATTACKS = [
     "\\'$(touch {canary})",
     "${{IFS}}touch${{IFS}}{canary}",
     "&& touch {canary}",
+    # Line breaks for bash, for Python's splitlines or a terminal, and NUL, trailing or inside.
+    "{canary}\n",
+    "x\r\ntouch {canary}",
+    "\x00touch {canary}",
+    "\u2028touch {canary}\u2029",
+    "\x85touch {canary}\x0b",
 ]
 
 
@@ -176,7 +182,12 @@ def test_hostile_env_values_arrive_intact_and_run_nothing(
     canary = tmp_path / "canary"
     value = data.draw(hostile_text(canary))
     render = data.draw(st.sampled_from([render_slurm, render_pbs]))
-    script = render({"name": "h", "command": 'printf %s "$HOSTILE"', "env": {"HOSTILE": value}})
+    spec = {"name": "h", "command": 'printf %s "$HOSTILE"', "env": {"HOSTILE": value}}
+    if "\x00" in value:  # no variable can hold NUL: refused, never cut short
+        with pytest.raises(SpecError, match="env: HOSTILE"):
+            render(spec)
+        return
+    script = render(spec)
     # Bytes, not text: text mode would turn a "\r" the job printed into "\n".
     ran = subprocess.run(["bash"], input=script.encode(), capture_output=True, check=False)
     assert ran.stdout == value.encode()

@@ -122,3 +122,55 @@ def test_terminal_states_and_held() -> None:
     held = JobInfo(job_id="1", state=JobState.PENDING, reason="JobHeldUser")
     assert held.held
     assert held.elapsed_seconds is None
+
+
+# Characters that end or split a line for someone (bash, Python's splitlines, a terminal), and
+# letters outside ASCII that \w would admit: none belongs in a one-word field.
+LINE_BREAKERS = ["\n", "\r", "\x00", "\u2028", "\u2029", "\x85", "\x0b", "\x0c"]
+NON_ASCII = ["é", "\u0661", "\uff4e"]  # a Latin letter, an Arabic-Indic digit, a fullwidth n
+ONE_WORD_FIELDS: list[tuple[str, object]] = [
+    ("name", "{}"),
+    ("partition", "{}"),
+    ("account", "{}"),
+    ("qos", "{}"),
+    ("workdir", "{}"),
+    ("stdout", "{}"),
+    ("stderr", "{}"),
+    ("modules", ["{}"]),
+    ("resources", {"gpus": 1, "gpu_type": "{}"}),
+    ("array", "{}"),
+    ("depends_on", ["{}"]),
+    ("exclude_nodes", "{}"),
+]
+
+
+def _fill(template: object, value: str) -> object:
+    if isinstance(template, str):
+        return template.format(value)
+    if isinstance(template, list):
+        return [_fill(item, value) for item in template]
+    if isinstance(template, dict):
+        return {key: _fill(item, value) for key, item in template.items()}
+    return template
+
+
+@pytest.mark.parametrize(("field", "template"), ONE_WORD_FIELDS)
+@pytest.mark.parametrize("bad", LINE_BREAKERS + NON_ASCII)
+@pytest.mark.parametrize("where", ["trailing", "embedded"])
+def test_one_word_fields_refuse_line_breaks_nul_and_non_ascii(
+    field: str, template: object, bad: str, where: str
+) -> None:
+    good = {"array": "1", "depends_on": "42", "exclude_nodes": "node1"}.get(field, "rtinj")
+    value = good + bad if where == "trailing" else good[:1] + bad + good[1:]
+    spec: dict[str, object] = {"name": "ok", "command": "true", field: _fill(template, value)}
+    with pytest.raises(SpecError) as refused:
+        JobSpec.parse(spec)
+    assert field in str(refused.value)
+
+
+def test_checkpoint_directories_refuse_line_breaks_and_nul() -> None:
+    for bad in LINE_BREAKERS:
+        spec = {"name": "ok", "command": "true", "checkpoint": {"command": "true"}}
+        spec["checkpoint"] = {"command": "true", "directory": f"ck{bad}x"}
+        with pytest.raises(SpecError, match=r"checkpoint\.directory"):
+            JobSpec.parse(spec)

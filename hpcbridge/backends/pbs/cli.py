@@ -13,11 +13,11 @@ from hpcbridge.jobs.spec import Dependency, JobSpec
 
 # qsub(1B) -J: "X-Y[:Z]" (one range with an optional step) and, since OpenPBS 20, "%N" for
 # the number of subjobs that may run at once (max_run_subjobs).
-_PBS_ARRAY = re.compile(r"^\d+-\d+(:\d+)?(%\d+)?$")
+_PBS_ARRAY = re.compile(r"\d+-\d+(:\d+)?(%\d+)?", re.ASCII)
 # PBS priorities run from -1024 to 1023, higher first (qsub(1B) -p).
 _PRIORITY_RANGE = range(-1024, 1024)
 # A PBS job id: sequence number, optional array brackets, optional server name.
-_PBS_JOB_ID = re.compile(r"^\d+(\[\d*\])?(\.[\w.-]+)?$")
+_PBS_JOB_ID = re.compile(r"\d+(\[\d*\])?(\.[\w.-]+)?", re.ASCII)
 # Slurm's filename patterns, rewritten to the PBS variables that hold the same values: the
 # ids come out as hpcbridge reports them ("12.server", "10[].server").
 _OUTPUT_PATTERNS = {
@@ -110,7 +110,7 @@ def dependency_expression(dependencies: Sequence[Dependency]) -> ShellCode:
         if dependency.condition == "singleton":
             raise SpecError("depends_on: PBS has no singleton dependency")
         assert dependency.job is not None  # guaranteed by Dependency's validator
-        if not _PBS_JOB_ID.match(dependency.job):
+        if not _PBS_JOB_ID.fullmatch(dependency.job):
             raise SpecError(f"depends_on: {dependency.job!r} is not a PBS job id (12.server)")
         grouped.setdefault(dependency.condition, []).append(dependency.job)
     return ShellCode(",".join(":".join([cond, *jobs]) for cond, jobs in grouped.items()))
@@ -120,7 +120,7 @@ def array_range(spec: JobSpec) -> str | None:
     """``-J``: PBS takes a single range, so lists such as 1,3,5 are refused."""
     if spec.array is None:
         return None
-    if not _PBS_ARRAY.match(spec.array):
+    if not _PBS_ARRAY.fullmatch(spec.array):
         raise SpecError(
             f"array: {spec.array!r} is not a PBS array; PBS takes one range X-Y[:STEP][%LIMIT]"
         )

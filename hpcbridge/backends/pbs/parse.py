@@ -69,10 +69,10 @@ PBS_EXEC_STATUSES: dict[int, JobState] = {
 # Exit_status above 256 means "killed by signal (status - 256)" (PBS Reference Guide).
 _SIGNAL_OFFSET = 256
 _HOLD_REASONS = {"u": "JobHeldUser", "o": "JobHeldAdmin", "p": "JobHeldAdmin", "s": "Dependency"}
-_SUBMITTED_ID = re.compile(r"^\d+(\[\])?(\.\S+)?$")
-_SUBJOB_ID = re.compile(r"^(?P<base>\d+)\[(?P<index>\d+)\](?P<server>\..*)?$")
+_SUBMITTED_ID = re.compile(r"\d+(\[\])?(\.\S+)?", re.ASCII)
+_SUBJOB_ID = re.compile(r"(?P<base>\d+)\[(?P<index>\d+)\](?P<server>\..*)?", re.ASCII)
 _CTIME_FORMAT = "%a %b %d %H:%M:%S %Y"
-_SIZE = re.compile(r"^(\d+)([kmgtp]?)([bw]?)$", re.IGNORECASE)
+_SIZE = re.compile(r"(\d+)([kmgtp]?)([bw]?)", re.ASCII | re.IGNORECASE)
 _SIZE_BYTES = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 
 
@@ -103,7 +103,7 @@ def finished_state(exit_status: int | None, comment: str = "") -> JobState:
 def parse_submit(stdout: str) -> str:
     """qsub prints the new id: "12.server", or "10[].server" for an array."""
     job_id = stdout.strip()
-    if not _SUBMITTED_ID.match(job_id):
+    if not _SUBMITTED_ID.fullmatch(job_id):
         raise SchedulerError(f"qsub printed {job_id!r} instead of a job id")
     return job_id
 
@@ -179,7 +179,7 @@ def exit_fields(exit_status: int | None) -> tuple[int | None, int | None]:
 
 def split_subjob(job_id: str) -> tuple[str, int | None]:
     """ "10[3].server" -> ("10[].server", 3): the array and the index; other ids unchanged."""
-    subjob = _SUBJOB_ID.match(job_id)
+    subjob = _SUBJOB_ID.fullmatch(job_id)
     if subjob is None:
         return job_id, None
     return f"{subjob['base']}[]{subjob['server'] or ''}", int(subjob["index"])
@@ -192,7 +192,7 @@ def size_megabytes(value: Any) -> float | None:
     (binary multiples) followed by b (bytes) or w (words of 8 bytes): unlike Slurm's sizes, a
     bare number means bytes.
     """
-    match = _SIZE.match(str(value).strip()) if value not in (None, "") else None
+    match = _SIZE.fullmatch(str(value).strip()) if value not in (None, "") else None
     if match is None:
         return None
     number, scale, unit = match.groups()
