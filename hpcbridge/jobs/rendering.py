@@ -52,7 +52,7 @@ def job_body(spec: JobSpec) -> ShellCode:
         text = Path(spec.script).read_text()
     except OSError as exc:
         raise SpecError(f"script: cannot read {str(spec.script)!r}: {exc.strerror}") from exc
-    first_line = text.splitlines()[0] if text else ""
+    first_line = text.partition("\n")[0]
     if first_line.startswith("#!") and not first_line.rstrip().endswith(("sh", "bash")):
         raise SpecError(
             f"script: {str(spec.script)!r} starts with {first_line!r}; only shell scripts can be "

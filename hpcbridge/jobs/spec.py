@@ -180,7 +180,10 @@ def _runnable(value: str) -> str:
 def _not_blank(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be empty")
-    return _runnable(value)
+    return value
+
+
+ShellText = Annotated[str, AfterValidator(_not_blank), AfterValidator(_runnable)]
 
 
 class CheckpointSpec(_Model):
@@ -196,8 +199,8 @@ class CheckpointSpec(_Model):
     chain (hpcbridge.workflows.segments); the wrapper itself does not read them.
     """
 
-    command: Annotated[str, AfterValidator(_not_blank)]
-    restart: Annotated[str, AfterValidator(_not_blank)] | None = None
+    command: ShellText
+    restart: ShellText | None = None
     directory: Annotated[str, AfterValidator(_not_blank)]
     signal: SignalSpec = SignalSpec(name="USR1", seconds=120)
     interval: Walltime | None = None

@@ -74,3 +74,10 @@ def memory_megabytes(text: str) -> float:
     if not match:
         raise ValueError(f"{text!r} is not a memory size; use a number with K, M, G or T")
     return float(match.group(1)) * _MEGABYTES_PER_UNIT[match.group(2).upper()]
+
+
+def is_decimal(text: str) -> bool:
+    """ASCII digits only, as schedulers write numbers. str.isdigit() also passes "²" (which
+    int() refuses) and other scripts' digits, so a hostile or garbled field would end in a
+    traceback rather than be skipped."""
+    return text.isascii() and text.isdigit()

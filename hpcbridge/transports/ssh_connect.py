@@ -144,7 +144,7 @@ def _load_known_hosts(keys: paramiko.HostKeys, path: Path) -> None:
     if not path.is_file():
         return
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text().split("\n")
     except OSError as exc:
         raise TransportError(f"cannot read known_hosts file {path}: {exc}") from exc
     for number, text in enumerate(lines, 1):

@@ -16,6 +16,7 @@ from pathlib import Path
 import paramiko
 
 from hpcbridge.errors import ConfigError
+from hpcbridge.jobs.units import is_decimal
 from hpcbridge.site import SshTransportConfig
 
 DEFAULT_PORT = 22
@@ -155,6 +156,6 @@ def _parse_jump(word: str) -> tuple[str | None, str, int | None]:
         port_text = tail.removeprefix(":")
     elif rest.count(":") == 1:
         host, port_text = rest.split(":")
-    if not host or (port_text and not port_text.isdigit()):
+    if not host or (port_text and not is_decimal(port_text)):
         raise ConfigError(f"ProxyJump entry {word!r} is not [user@]host[:port]")
     return user or None, host, int(port_text) if port_text else None

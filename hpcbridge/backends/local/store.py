@@ -36,7 +36,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypedDict
 
-# The JobState values this store writes (hpcbridge.jobs.spec.JobState, without importing pydantic).
+from hpcbridge.jobs.units import is_decimal
+
+# The JobState values this store writes (hpcbridge.jobs.state.JobState, without importing pydantic).
 PENDING = "PENDING"
 RUNNING = "RUNNING"
 COMPLETED = "COMPLETED"
@@ -124,7 +126,7 @@ def task_id(job: int, index: int | None) -> str:
 def parse_id(text: str) -> tuple[int, int | None] | None:
     """``"12"`` -> (12, None), ``"12_3"`` -> (12, 3); anything else is no id of ours."""
     base, sep, index = text.partition("_")
-    if not base.isdigit() or (sep and not index.isdigit()):
+    if not is_decimal(base) or (sep and not is_decimal(index)):
         return None
     return int(base), int(index) if sep else None
 
@@ -268,7 +270,7 @@ class Store:
         """Every job the store holds, in submission order."""
         try:
             return sorted(
-                int(entry.name) for entry in os.scandir(self.jobs) if entry.name.isdigit()
+                int(entry.name) for entry in os.scandir(self.jobs) if is_decimal(entry.name)
             )
         except FileNotFoundError:
             return []
@@ -297,7 +299,9 @@ class Store:
 
     def _highest_id(self) -> int:
         try:
-            return max((int(e.name) for e in os.scandir(self.jobs) if e.name.isdigit()), default=0)
+            return max(
+                (int(e.name) for e in os.scandir(self.jobs) if is_decimal(e.name)), default=0
+            )
         except FileNotFoundError:
             return 0
 

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, tzinfo
 
 from hpcbridge.backends.pbs.parse import as_int, finished_state
 from hpcbridge.jobs.state import JobState
+from hpcbridge.jobs.units import is_decimal
 
 # A value runs to the next space unless it is double-quoted (job names with spaces).
 _PAIR = re.compile(r'(\S+?)=("[^"]*"|\S*)')
@@ -190,7 +191,7 @@ def _ended(
 ) -> Attempt:
     values = record.attributes
     status = values.get("Exit_status")
-    attempt.exit_status = int(status) if status and status.lstrip("-").isdigit() else None
+    attempt.exit_status = int(status) if status and is_decimal(status.lstrip("-")) else None
     attempt.end = _epoch(values.get("end")) or _utc(record.stamp, tz)
     attempt.start = attempt.start or _epoch(values.get("start"))
     attempt.resources_used = prefixed(values, "resources_used.")

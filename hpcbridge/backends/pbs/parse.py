@@ -11,7 +11,7 @@ from typing import Any
 
 from hpcbridge.errors import SchedulerError
 from hpcbridge.jobs.state import JobInfo, JobState
-from hpcbridge.jobs.units import parse_duration
+from hpcbridge.jobs.units import is_decimal, parse_duration
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def parse_qstat_text(stdout: str) -> dict[str, dict[str, Any]]:
     jobs: dict[str, dict[str, Any]] = {}
     attributes: dict[str, Any] = {}
     key = ""
-    for line in stdout.splitlines():
+    for line in stdout.split("\n"):
         if line.startswith("Job Id:"):
             attributes = jobs.setdefault(line.partition(":")[2].strip(), {})
         elif line.startswith("\t") and key:
@@ -208,7 +208,7 @@ def duration_seconds(value: Any) -> int | None:
     """
     text = str(value).strip() if value not in (None, "") else ""
     clock = text.split(".", 1)[0]
-    if clock.isdigit():
+    if is_decimal(clock):
         return int(clock)
     try:
         return parse_duration(clock) if clock.count(":") in (1, 2) else None
@@ -273,6 +273,6 @@ def qstat_time(value: Any) -> datetime | None:
     """A time attribute: ctime-style strings (qstat runs with TZ=UTC) or epoch seconds (Torque)."""
     if value in (None, ""):
         return None
-    if isinstance(value, int) or str(value).isdigit():
+    if isinstance(value, int) or is_decimal(str(value)):
         return datetime.fromtimestamp(int(value), UTC)
     return datetime.strptime(str(value), _CTIME_FORMAT).replace(tzinfo=UTC)

@@ -29,7 +29,7 @@ from hpcbridge.backends.slurm.cli import FIELD_SEPARATOR, SACCT_LEDGER_FIELDS, s
 from hpcbridge.backends.slurm.parse import optional, slurm_state, utc_time
 from hpcbridge.errors import SchedulerError
 from hpcbridge.jobs.records import NOT_AN_ARRAY, AttemptRecord
-from hpcbridge.jobs.units import memory_megabytes
+from hpcbridge.jobs.units import is_decimal, memory_megabytes
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class SacctRun:
             alloc_cpus=alloc_cpus,
             alloc_gpus=_gpus(tres),
             tres=tres or None,
-            req_walltime_s=int(time_limit) * 60 if time_limit.isdigit() else None,
+            req_walltime_s=int(time_limit) * 60 if is_decimal(time_limit) else None,
             req_mem_mb=_requested_memory(req_mem, alloc_cpus, nodes),
             max_rss_mb=self.max_rss_mb,
             cpu_time_s=_cpu_seconds(total_cpu),
@@ -130,9 +130,9 @@ def parse_runs(stdout: str) -> list[SacctRun]:
     Only the fields that place a line are split off here; SacctRun.record reads the rest.
     """
     runs: dict[int, SacctRun] = {}
-    for line in stdout.splitlines():
+    for line in stdout.split("\n"):
         placing = line.split(FIELD_SEPARATOR, 2)
-        if len(placing) < 3 or not placing[1].isdigit():
+        if len(placing) < 3 or not is_decimal(placing[1]):
             if not line.strip():
                 continue
             raise SchedulerError(f"sacct printed a line without a DBIndex: {line!r}")
@@ -145,7 +145,7 @@ def parse_runs(stdout: str) -> list[SacctRun]:
                 run.max_rss_mb = used
             continue
         base, _, task = job.partition("_")
-        if task and not task.isdigit():
+        if task and not is_decimal(task):
             continue  # "123_[4-9%2]": array tasks that have not started
         index = int(task) if task else NOT_AN_ARRAY
         runs[db_index] = SacctRun(db_index, base, index, job, line)
@@ -187,7 +187,7 @@ def submitted_before(runs: Iterable[SacctRun], moment: datetime) -> list[str]:
 
 
 def _count(text: str) -> int | None:
-    return int(text) if text.isdigit() else None
+    return int(text) if is_decimal(text) else None
 
 
 def _gpus(tres: str) -> int | None:
@@ -198,7 +198,7 @@ def _gpus(tres: str) -> int | None:
     if at < 0:
         return 0
     value = tres[at + len(_GPU_TRES) :].split(",", 1)[0]
-    return int(value) if value.isdigit() else None
+    return int(value) if is_decimal(value) else None
 
 
 @lru_cache(maxsize=4096)

@@ -10,6 +10,7 @@ from datetime import datetime
 from hpcbridge.backends.slurm.cli import FIELD_SEPARATOR, SACCT_FIELDS, SQUEUE_FIELDS
 from hpcbridge.errors import SchedulerError
 from hpcbridge.jobs.state import JobInfo, JobState
+from hpcbridge.jobs.units import is_decimal
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def slurm_state(code: str) -> JobState:
 def parse_submit(stdout: str) -> str:
     """``sbatch --parsable`` prints "jobid" or "jobid;cluster"."""
     job_id = stdout.strip().split(";", 1)[0]
-    if not job_id.isdigit():
+    if not is_decimal(job_id):
         raise SchedulerError(f"sbatch printed {stdout.strip()!r} instead of a job id")
     return job_id
 
@@ -108,8 +109,8 @@ def parse_squeue(stdout: str) -> list[JobInfo]:
                 submit_time=utc_time(submit),
                 start_time=utc_time(start) if parsed_state is not JobState.PENDING else None,
                 end_time=utc_time(end) if parsed_state.is_terminal else None,
-                array_job_id=array_id if task.isdigit() else None,
-                array_task_id=int(task) if task.isdigit() else None,
+                array_job_id=array_id if is_decimal(task) else None,
+                array_task_id=int(task) if is_decimal(task) else None,
             )
         )
     return infos
@@ -131,8 +132,8 @@ def parse_sacct(stdout: str) -> list[JobInfo]:
                 raw_state=state,
                 name=name or None,
                 reason=optional(reason),
-                exit_code=int(code) if code.isdigit() else None,
-                exit_signal=int(signal) if signal.isdigit() else None,
+                exit_code=int(code) if is_decimal(code) else None,
+                exit_signal=int(signal) if is_decimal(signal) else None,
                 nodes=optional(nodes.replace("None assigned", "")),
                 partition=optional(partition),
                 account=optional(account),
@@ -140,7 +141,7 @@ def parse_sacct(stdout: str) -> list[JobInfo]:
                 start_time=utc_time(start),
                 end_time=utc_time(end),
                 array_job_id=base if in_array else None,
-                array_task_id=int(task) if task.isdigit() else None,
+                array_task_id=int(task) if is_decimal(task) else None,
             )
         )
     return infos
@@ -160,7 +161,7 @@ def parse_comments(stdout: str) -> dict[str, str]:
 
 
 def _rows(stdout: str, width: int) -> Iterator[list[str]]:
-    for line in stdout.splitlines():
+    for line in stdout.split("\n"):
         if not line.strip():
             continue
         fields = line.split(FIELD_SEPARATOR)

@@ -94,7 +94,7 @@ class PbsLogSource:
         days = [
             first + timedelta(days=n) for n in range(-self.context_days, (last - first).days + 1)
         ]
-        lines = (line for day in days for line in self._read(day).splitlines())
+        lines = (line for day in days for line in self._read(day).split("\n"))
         report_from = window.start.astimezone(self.server_tz).replace(tzinfo=None)
         found = attempts(read_records(lines), tz=self.server_tz, report_from=report_from)
         return _unique(_log_record(a) for a in found if a.number_known or a.end is not None)
