@@ -231,6 +231,9 @@ else
     hpcbridge_work &
 fi
 hpcbridge_ck_work=$!
+# The timer takes each checkpoint in a child of its own: its TERM trap then never fires while
+# this shell runs a command substitution, which bash (5.2) can fail to parse around a trap
+# ("unexpected EOF while looking for matching `)'"), leaving the timer running for ever.
 (
     hpcbridge_ck_stopping= hpcbridge_ck_sleep=
     trap 'hpcbridge_ck_stopping=1; kill "$hpcbridge_ck_sleep" 2>/dev/null' TERM
@@ -238,7 +241,7 @@ hpcbridge_ck_work=$!
         sleep 3600 &
         hpcbridge_ck_sleep=$!
         wait "$hpcbridge_ck_sleep" || :
-        [ -n "$hpcbridge_ck_stopping" ] || hpcbridge_ck_save periodic || :
+        [ -n "$hpcbridge_ck_stopping" ] || (hpcbridge_ck_save periodic) || :
     done
 ) &
 hpcbridge_ck_timer=$!
