@@ -9,16 +9,16 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import asdict
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 import click
 
-from hpcbridge.cli.options import JSON_OPTION, LEDGER_OPTION, echo_json, reports_errors
+from hpcbridge.cli.options import JSON_OPTION, LEDGER_OPTION, UtcDate, echo_json, reports_errors
 
 _AS_OF = click.option(
     "--as-of",
-    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]),
+    type=UtcDate(),
     help="Forecast as if it were this moment (UTC); nothing later is used.  [default: now]",
 )
 
@@ -62,7 +62,7 @@ def forecast_usage_command(
             account=account,
             user=user,
             months=months,
-            as_of=_utc(as_of),
+            as_of=as_of,
             cluster=cluster,
         )
     if as_json:
@@ -91,7 +91,7 @@ def forecast_budget(
     from hpcbridge.ledger.store import Ledger
 
     with Ledger.open(ledger_url, upgrade=False) as opened:
-        burn = budget_burndown(opened, account, as_of=_utc(as_of))
+        burn = budget_burndown(opened, account, as_of=as_of)
     if as_json:
         echo_json(_plain(asdict(burn)))
         return
@@ -185,10 +185,6 @@ def advise(job_file: str, user: str | None, ledger_url: str | None, as_json: boo
         echo_json(_plain(asdict(advice)))
     else:
         click.echo(advice.text)
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    return None if moment is None else moment.replace(tzinfo=UTC)
 
 
 def _day(day: date | None) -> str:

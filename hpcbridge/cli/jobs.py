@@ -18,6 +18,7 @@ from hpcbridge.cli.options import (
     JSON_OPTION,
     SITE_OPTION,
     Command,
+    Seconds,
     echo_json,
     reports_errors,
 )
@@ -58,7 +59,7 @@ def render(job_file: str, site: str, as_json: bool) -> None:
 @click.command()
 @click.argument("job_file", type=click.Path(dir_okay=False))
 @click.option("--wait", "wait_for_end", is_flag=True, help="Wait until the job ends.")
-@click.option("--timeout", type=float, default=None, help="Seconds --wait waits at most.")
+@click.option("--timeout", type=Seconds(), default=None, help="Seconds --wait waits at most.")
 @_site_options
 def submit(
     job_file: str, wait_for_end: bool, timeout: float | None, site: str, as_json: bool
@@ -97,7 +98,7 @@ def status(job_ids: tuple[str, ...], site: str, as_json: bool) -> None:
 
 @click.command()
 @click.argument("job_ids", nargs=-1, required=True)
-@click.option("--timeout", type=float, default=None, help="Seconds to wait at most.")
+@click.option("--timeout", type=Seconds(), default=None, help="Seconds to wait at most.")
 @_site_options
 def wait(job_ids: tuple[str, ...], timeout: float | None, site: str, as_json: bool) -> None:
     """Wait until JOB_IDS have ended and show how they ended."""

@@ -19,6 +19,7 @@ from hpcbridge.cli.options import (
     JSON_OPTION,
     LEDGER_OPTION,
     SITE_OPTION,
+    Seconds,
     echo_json,
     exit_code_for,
     reports_errors,
@@ -117,7 +118,7 @@ def _trace_progress(trace: SwfTrace) -> Iterator[Callable[[int], None] | None]:
 @LEDGER_OPTION
 @click.option(
     "--lock-timeout",
-    type=float,
+    type=Seconds(),
     default=600.0,
     show_default=True,
     help="Seconds to wait for another sync of the same cluster to finish.",

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -114,3 +116,46 @@ def terminal_progress(quiet: bool = False) -> Iterator[RichProgress | None]:
 
     with Progress(console=Console(stderr=True), transient=True) as bar:
         yield bar
+
+
+class UtcDate(click.DateTime):
+    """A moment in UTC, within what the ledger holds: epoch seconds from 1970 on (schedulers
+    have no earlier data), and before year 9000, so month arithmetic cannot leave the
+    calendar. A date outside is a usage error naming the option, not a traceback."""
+
+    name = "date"
+    EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+    LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+    def __init__(self) -> None:
+        super().__init__(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m"])
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> datetime:
+        moment = super().convert(value, param, ctx)
+        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+        if not self.EARLIEST <= moment < self.LATEST:
+            self.fail(
+                f"{value!r} is outside {self.EARLIEST:%Y-%m-%d} .. {self.LATEST:%Y-%m-%d}, "
+                "the times the ledger holds",
+                param,
+                ctx,
+            )
+        return moment
+
+
+class Seconds(click.FloatRange):
+    """A duration in seconds: a number, not negative and not NaN (which compares false with
+    every bound, so a plain FloatRange lets it through)."""
+
+    name = "seconds"
+
+    def __init__(self) -> None:
+        super().__init__(min=0)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        seconds = super().convert(value, param, ctx)
+        if math.isnan(seconds):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        return seconds

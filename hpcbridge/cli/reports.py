@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import click
 
-from hpcbridge.cli.options import LEDGER_OPTION, reports_errors
+from hpcbridge.cli.options import LEDGER_OPTION, UtcDate, reports_errors
 
 
 @click.group()
@@ -19,7 +19,7 @@ def report() -> None:
 
 
 _REPORT_FORMATS = ("table", "csv", "json", "markdown")
-_DATE = click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m"])
+_DATE = UtcDate()
 
 
 @report.command("usage")
@@ -143,8 +143,8 @@ def report_grant(
 
 def _period(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
     """--from and --to as UTC: --to defaults to now, --from to the start of --to's month."""
-    end = end.replace(tzinfo=UTC) if end else datetime.now(UTC)
-    start = start.replace(tzinfo=UTC) if start else _month_start(end)
+    end = end or datetime.now(UTC)
+    start = start or _month_start(end)
     if end <= start:
         raise click.BadParameter(
             f"--to {end:%Y-%m-%d %H:%M:%S} is not after --from", param_hint="'--to'"

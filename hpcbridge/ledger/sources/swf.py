@@ -183,10 +183,11 @@ class SwfTrace:
         if key == "unixstarttime":
             try:
                 self._epoch = int(value)
+                _moment(self._epoch)
             except ValueError:
                 raise TraceError(
                     f"{self.path}: line {number}: UnixStartTime {value!r} is not a whole number "
-                    "of seconds since the epoch"
+                    "of seconds since the epoch within the calendar"
                 ) from None
         elif key == "queue" and (queue := _QUEUE.match(value)):
             self._queues[int(queue.group(1))] = queue.group(2)
@@ -342,4 +343,11 @@ def _named(prefix: str, value: float) -> str | None:
 
 
 def _moment(epoch: int | None) -> datetime | None:
-    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
+    """A time of the trace; ValueError (a bad line, or a bad header) when it lies outside
+    the calendar, as a hostile or garbled trace's may."""
+    if epoch is None:
+        return None
+    try:
+        return datetime.fromtimestamp(epoch, UTC)
+    except (OverflowError, OSError) as exc:
+        raise ValueError(f"time {epoch} is outside the calendar") from exc
