@@ -30,13 +30,20 @@ def template_environment(
     *,
     finalize: Callable[[Any], Any] | None = None,
     autoescape: bool = False,
+    sandboxed: bool = False,
 ) -> jinja2.Environment:
     """Jinja as every hpcbridge template is written for: a missing value is an error, not a
     blank (StrictUndefined), block tags leave no blank lines, and ``search_path`` (a site's
-    overrides) is searched before the packaged templates."""
-    import jinja2
+    overrides) is searched before the packaged templates.
 
-    return jinja2.Environment(
+    ``sandboxed`` renders in Jinja's SandboxedEnvironment, for templates hpcbridge did not
+    write (a site's overrides): they may shape a script but not reach Python's internals
+    (``cycler.__init__.__globals__``...), which plain Jinja lets any template do."""
+    import jinja2
+    import jinja2.sandbox
+
+    environment = jinja2.sandbox.SandboxedEnvironment if sandboxed else jinja2.Environment
+    return environment(
         loader=jinja2.FileSystemLoader([*map(str, search_path), str(data_dir("templates"))]),
         undefined=jinja2.StrictUndefined,
         finalize=finalize,

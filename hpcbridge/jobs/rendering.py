@@ -62,11 +62,15 @@ def job_body(spec: JobSpec) -> ShellCode:
 
 
 class Renderer:
-    """Finds templates in a site's override folder first, then in the packaged ones."""
+    """Finds templates in a site's override folder first, then in the packaged ones. With an
+    override folder everything renders in Jinja's sandbox: a site's templates can extend or
+    include the packaged ones, so both run in the environment the site's code runs in."""
 
     def __init__(self, override_dir: Path | None = None) -> None:
         self.environment = template_environment(
-            [override_dir] if override_dir else [], finalize=shell_quote
+            [override_dir] if override_dir else [],
+            finalize=shell_quote,
+            sandboxed=override_dir is not None,
         )
         self.environment.filters.update(
             duration=format_duration, hours_clock=format_hours_clock, timestamp=format_timestamp

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from hpcbridge import JobSpec, RenderError, SiteConfig, SpecError
 from hpcbridge.backends.pbs import PbsBackend
-from hpcbridge.backends.slurm import cli
+from hpcbridge.backends.slurm import SlurmBackend, cli
 from hpcbridge.jobs.rendering import Renderer
 from hpcbridge.transports import FakeTransport
 
@@ -238,3 +238,41 @@ def test_site_prepare_fills_defaults() -> None:
     job = site.prepare(JobSpec.parse(MINIMAL_SPEC))
     assert job.partition == "debug"
     assert job.resources.walltime == 600
+
+
+def test_site_templates_render_in_a_sandbox(tmp_path: Path) -> None:
+    """A site's template may shape the script, not reach Python: plain Jinja would run
+    ``touch`` here while rendering (no job submitted), with the rights of whoever renders."""
+    canary = tmp_path / "canary"
+    overrides = tmp_path / "templates" / "slurm"
+    overrides.mkdir(parents=True)
+    attack = "{{ cycler.__init__.__globals__.os.system('touch CANARY') }}"
+    (overrides / "job.sh.j2").write_text("#!/bin/bash\n" + attack.replace("CANARY", str(canary)))
+    backend = SlurmBackend(FakeTransport(lambda argv, stdin: ""))
+    job = JobSpec.parse(MINIMAL_SPEC)
+    with pytest.raises(RenderError, match="unsafe"):
+        Renderer(tmp_path / "templates").render(
+            backend.template, job, token=None, **backend.template_context(job)
+        )
+    assert not canary.exists()
+
+
+@pytest.mark.parametrize(
+    ("backend", "spec"),
+    [
+        (SlurmBackend(FakeTransport(lambda argv, stdin: "")), FULL_SPEC),
+        (
+            PbsBackend(FakeTransport(lambda argv, stdin: ""), gpu_type_resource="model"),
+            PBS_FULL_SPEC,
+        ),
+    ],
+    ids=["slurm", "pbs"],
+)
+def test_the_sandbox_renders_the_stock_templates_unchanged(
+    tmp_path: Path, backend: SlurmBackend | PbsBackend, spec: dict[str, object]
+) -> None:
+    """A site that overrides nothing renders, sandboxed, exactly what hpcbridge renders."""
+    job = JobSpec.parse(spec)
+    context = backend.template_context(job)
+    sandboxed = Renderer(tmp_path).render(backend.template, job, token="t", **context)
+    assert sandboxed == Renderer().render(backend.template, job, token="t", **context)
