@@ -70,6 +70,9 @@ class SshTransportConfig(_Config):
     connect_timeout: float = Field(15.0, gt=0)
     command_timeout: float = Field(120.0, gt=0)
     keepalive_interval: int = Field(30, ge=0)
+    # What one command may print (stdout and stderr together) before it is stopped: a login
+    # node's memory is shared, and a runaway squeue or sacct would otherwise take it all.
+    max_output_mb: int = Field(256, ge=1)
 
     @model_validator(mode="before")
     @classmethod

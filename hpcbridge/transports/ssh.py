@@ -196,7 +196,16 @@ class SshTransport:
             sent = _send(channel, command, stdin, limit)
         except (OSError, *_CONNECTION_ERRORS) as exc:
             raise self._lost(argv, str(exc) or type(exc).__name__) from exc
-        output = _collect(channel, deadline) if sent else None
+        cap = self.config.max_output_mb * 2**20
+        try:
+            output = _collect(channel, deadline, cap) if sent else None
+        except _OutputTooLarge:
+            _stop_remote_command(channel)
+            raise TransportError(
+                f"{shlex.join(argv)} printed more than {self.config.max_output_mb} MB on "
+                f"{self.route.target} and was stopped (the site's ssh.max_output_mb): ask for "
+                "less at a time (fewer jobs, a shorter window) or raise the limit"
+            ) from None
         if output is None:
             _stop_remote_command(channel)
             raise CommandTimeout(
@@ -257,25 +266,39 @@ def _send(channel: paramiko.Channel, command: str, stdin: str | None, limit: flo
     return not expired
 
 
-def _collect(channel: paramiko.Channel, deadline: float) -> tuple[bytes, bytes] | None:
-    """stdout and stderr once the command has ended; None if ``deadline`` came first.
+class _OutputTooLarge(Exception):
+    """The command printed more than the transport keeps."""
+
+
+def _collect(channel: paramiko.Channel, deadline: float, cap: int) -> tuple[bytes, bytes] | None:
+    """stdout and stderr once the command has ended; None if ``deadline`` came first, and
+    _OutputTooLarge as soon as both together pass ``cap`` bytes.
 
     Both streams share one SSH window: reading only stdout while a command fills stderr
     would stall it, so whichever has data is read as it comes, until the server's EOF (or
-    the channel closes when the connection drops), then the exit status is awaited.
+    the channel closes when the connection drops), then the exit status is awaited. Chunks
+    are joined once at the end: growing one buffer costs a copy per resize.
     """
-    stdout, stderr = bytearray(), bytearray()
+    stdout: list[bytes] = []
+    stderr: list[bytes] = []
+    kept = 0
     ready = channel.fileno()  # readable while either stream has data, and after EOF
     while True:
         finished = bool(channel.eof_received) or channel.closed
         while channel.recv_ready():
-            stdout += channel.recv(_CHUNK)
+            stdout.append(channel.recv(_CHUNK))
+            kept += len(stdout[-1])
+            if kept > cap:
+                raise _OutputTooLarge
         while channel.recv_stderr_ready():
-            stderr += channel.recv_stderr(_CHUNK)
+            stderr.append(channel.recv_stderr(_CHUNK))
+            kept += len(stderr[-1])
+            if kept > cap:
+                raise _OutputTooLarge
         remaining = deadline - time.monotonic()
         if finished:
             ended = channel.status_event.wait(max(remaining, 0.0))
-            return (bytes(stdout), bytes(stderr)) if ended else None
+            return (b"".join(stdout), b"".join(stderr)) if ended else None
         if remaining <= 0:
             return None
         select.select([ready], [], [], remaining)

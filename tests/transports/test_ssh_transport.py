@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import time
+import tracemalloc
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hpcbridge import CommandResult, CommandTimeout
+from hpcbridge import CommandResult, CommandTimeout, TransportError
 from hpcbridge.site import SshTransportConfig
 from hpcbridge.transports.ssh import SshTransport
 
@@ -95,6 +96,25 @@ def test_large_stdout_and_stderr_together_do_not_stall(ssh_transport: SshTranspo
     command = f"head -c {size} /dev/zero | tr '\\0' e >&2; head -c {size} /dev/zero | tr '\\0' o"
     result = ssh_transport.run(["sh", "-c", command])
     assert (len(result.stdout), len(result.stderr)) == (size, size)
+
+
+def test_output_past_the_cap_stops_the_command_with_bounded_memory(
+    ssh_settings: SshTransportConfig,
+) -> None:
+    """50 MB printed with an 8 MB cap: refused as soon as the cap is passed, having kept at
+    most the cap (not the 150 MB three copies of 50 MB cost before), and the connection
+    stays usable."""
+    transport = SshTransport(ssh_settings.model_copy(update={"max_output_mb": 8}))
+    tracemalloc.start()
+    try:
+        with pytest.raises(TransportError, match=r"printed more than 8 MB .* ssh\.max_output_mb"):
+            transport.run(["head", "-c", "50000000", "/dev/zero"])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        assert transport.run(["echo", "still here"]).stdout == "still here\n"
+        transport.close()
+    assert peak < 3 * 8 * 2**20
 
 
 def test_commands_past_their_limit_time_out_and_the_connection_stays(
