@@ -466,6 +466,30 @@ def test_a_dead_runner_shows_as_node_fail(cluster: Cluster) -> None:
     assert group_gone(pgid)
 
 
+def test_a_job_whose_runner_was_killed_runs_until_its_processes_end(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """SIGKILL leaves the runner no chance to stop the job: its work goes on unsupervised.
+    Until that work has ended the job is RUNNING (RunnerGone), and an ``afterany`` dependant
+    waits; it then fails as NODE_FAIL and only then the dependant starts."""
+    release = tmp_path / "release"
+    parent = cluster.submit(
+        job("orphaned", f"while [ ! -e {release} ]; do sleep 0.1; done; echo parent > out")
+    )
+    wait_for(cluster, parent, running)
+    child = cluster.submit(job("after", "cat out > seen", depends_on=[f"afterany:{parent}"]))
+    os.kill(record(cluster, parent)["runner"] or 0, signal.SIGKILL)
+    time.sleep(1)  # several polls of the dependant's runner
+    info = cluster.status(parent)[parent]
+    assert (info.state, info.reason) == (JobState.RUNNING, "RunnerGone")
+    assert cluster.status(child)[child].state is JobState.PENDING
+    release.touch()
+    ended = finish(cluster, [parent, child])
+    assert (ended[parent].state, ended[parent].reason) == (JobState.NODE_FAIL, "RunnerGone")
+    assert ended[child].state is JobState.COMPLETED
+    assert Path("seen").read_text() == "parent\n"  # it ran after the parent's work had ended
+
+
 def test_begin_time_and_deadline(cluster: Cluster) -> None:
     soon = datetime.now(UTC) + timedelta(seconds=1)
     later = cluster.submit(job("later", "true", begin=soon))

@@ -163,11 +163,40 @@ def effective(record: Record) -> Record:
 
     The runner is the only process that can finish a job, so once it is gone (killed, or the
     machine rebooted) the job will never end on its own; NODE_FAIL is what Slurm reports when
-    the node under a job disappears.
+    the node under a job disappears. But while the job's own processes run on without their
+    runner, it is still RUNNING (reason RunnerGone): a dependant must not start, nor an
+    ``afterany`` take it for ended, while its work may still write its output. ``cancel``
+    ends such a job's process group as it ends any running job's.
     """
     if is_terminal(record) or runner_alive(record["runner"]):
         return record
+    if record["state"] == RUNNING and group_alive(record["pid"]):
+        return {**record, "reason": RUNNER_GONE_REASON}
     return {**record, "state": NODE_FAIL, "reason": RUNNER_GONE_REASON}
+
+
+def group_alive(pgid: int | None) -> bool:
+    """Whether a live process of the process group ``pgid`` (a task's) is left. Zombies do
+    not count: an init that does not reap (some containers') would keep them for ever."""
+    if not pgid:
+        return False
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    for entry in os.scandir("/proc"):
+        if not is_decimal(entry.name):
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stream:
+                fields = stream.read().rpartition(b")")[2].split()
+        except OSError:
+            continue  # it ended while we looked
+        if len(fields) > 2 and fields[2] == str(pgid).encode() and fields[0] != b"Z":
+            return True
+    return False
 
 
 @contextlib.contextmanager
