@@ -60,7 +60,7 @@ def make_backend(site: SiteConfig, transport: Transport) -> Backend:
         )
     from hpcbridge.backends.local.backend import LocalBackend
 
-    return LocalBackend(transport, state_dir=site.state_dir)
+    return LocalBackend(transport, state_dir=site.state_dir, max_running=site.local.max_running)
 
 
 class Cluster:

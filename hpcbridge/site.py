@@ -118,6 +118,13 @@ class PbsOptions(_Config):
     gpu_type_resource: Token | None = None
 
 
+class LocalOptions(_Config):
+    """The embedded local backend: ``max_running`` tasks at once (default: one per CPU); the
+    rest wait PENDING with reason Resources, as a real scheduler holds jobs it has no room for."""
+
+    max_running: int | None = Field(None, ge=1)
+
+
 class LedgerOptions(_Config):
     """How ``hpcbridge ledger sync`` reads this cluster's accounting.
 
@@ -160,6 +167,7 @@ class SiteConfig(_Config):
     state_dir: Path | None = None
     submit_retries: int = Field(4, ge=1, le=20)
     pbs: PbsOptions = PbsOptions()
+    local: LocalOptions = LocalOptions()
     ledger: LedgerOptions = LedgerOptions()
 
     @classmethod

@@ -23,6 +23,7 @@ from hpcbridge import Cluster, JobInfo, JobNotFound, JobSpec, JobState, Schedule
 from hpcbridge.backends.local import store as st
 from hpcbridge.backends.local.backend import LocalBackend
 from hpcbridge.backends.local.rules import expand_pattern
+from hpcbridge.site import LocalOptions, SiteConfig
 from hpcbridge.transports import FakeTransport
 
 pytestmark = pytest.mark.timeout(60)
@@ -488,6 +489,33 @@ def test_a_job_whose_runner_was_killed_runs_until_its_processes_end(
     assert (ended[parent].state, ended[parent].reason) == (JobState.NODE_FAIL, "RunnerGone")
     assert ended[child].state is JobState.COMPLETED
     assert Path("seen").read_text() == "parent\n"  # it ran after the parent's work had ended
+
+
+def test_no_more_tasks_run_at_once_than_the_machine_allows(tmp_path: Path) -> None:
+    """Twelve jobs with room for three: never more than three run, the others wait PENDING
+    (Resources) and all complete; the default room is one task per CPU."""
+    site = SiteConfig(name="small", scheduler="local", state_dir=tmp_path / "state")
+    with Cluster(site) as default:
+        assert isinstance(default.backend, LocalBackend)
+        assert default.backend.max_running == os.cpu_count()
+    site = site.model_copy(update={"local": LocalOptions(max_running=3)})
+    work = tmp_path / "work"
+    work.mkdir()
+    with Cluster(site) as cluster:
+        jobs = [cluster.submit(job(f"j{n}", "sleep 0.5", workdir=str(work))) for n in range(12)]
+        most, reasons = 0, set()
+        deadline = time.monotonic() + 60
+        while True:
+            infos = cluster.status(jobs)
+            most = max(most, sum(info.state is JobState.RUNNING for info in infos.values()))
+            reasons |= {i.reason for i in infos.values() if i.state is JobState.PENDING}
+            if all(info.state.is_terminal for info in infos.values()):
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    assert most <= 3
+    assert "Resources" in reasons
+    assert {info.state for info in infos.values()} == {JobState.COMPLETED}
 
 
 def test_begin_time_and_deadline(cluster: Cluster) -> None:

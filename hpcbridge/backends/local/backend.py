@@ -49,10 +49,15 @@ class LocalBackend:
     missing_job_hint = ""
 
     def __init__(
-        self, transport: Transport, *, state_dir: str | os.PathLike[str] | None = None
+        self,
+        transport: Transport,
+        *,
+        state_dir: str | os.PathLike[str] | None = None,
+        max_running: int | None = None,
     ) -> None:
         self.transport = transport
         self.store = st.Store(Path(state_dir) if state_dir else default_state_dir())
+        self.max_running = max_running or os.cpu_count() or 1
 
     def template_context(self, spec: JobSpec) -> dict[str, Any]:
         """Only the checkpoint wrapper's commands: the runner reads every setting from the
@@ -76,7 +81,7 @@ class LocalBackend:
             )
         with self.store.global_lock():
             job = self.store.allocate_id()
-            meta = _meta(job, spec, depends, indices, token)
+            meta = _meta(job, spec, depends, indices, token, max_running=self.max_running)
             tasks: list[int | None] = [*indices] or [None]
             self._create(meta, script, [_record(meta, spec, i) for i in tasks])
             self.store.add_name(spec.name, job)
@@ -288,7 +293,13 @@ def _requeue_problem(store: st.Store, record: st.Record) -> str | None:
 
 
 def _meta(
-    job: int, spec: JobSpec, depends: list[list[str]], indices: list[int], token: str | None
+    job: int,
+    spec: JobSpec,
+    depends: list[list[str]],
+    indices: list[int],
+    token: str | None,
+    *,
+    max_running: int,
 ) -> st.JobMeta:
     signal = spec.warning_signal
     cwd = os.getcwd()
@@ -298,6 +309,7 @@ def _meta(
         "tasks": [st.task_id(job, i) for i in indices] or [str(job)],
         "array": bool(indices),
         "limit": spec.array_limit(),
+        "max_running": max_running,
         "depends": depends,
         "walltime": spec.resources.walltime,
         "signal": (

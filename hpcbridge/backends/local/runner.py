@@ -79,6 +79,7 @@ class Child:
     timed_out: bool = False
     term_sent_at: float | None = None
     killed: bool = False
+    slot: int | None = None  # the run slot's locked file, held while the task runs
 
     @property
     def pgid(self) -> int:
@@ -231,8 +232,9 @@ class Runner:
             # whatever it left running in the background, as Slurm ends a job's processes.
             _signal_group(child.pgid, signal.SIGKILL)
             returncode = child.process.wait()
-            if child.pidfd is not None:
-                os.close(child.pidfd)
+            for fd in (child.pidfd, child.slot):
+                if fd is not None:
+                    os.close(fd)
             del self.children[child.task]
             self.finish(child, returncode)
 
@@ -284,10 +286,18 @@ class Runner:
                 reason = st.BEGIN_REASON
             elif limit is not None and len(self.children) >= limit:
                 reason = st.ARRAY_LIMIT_REASON
-            elif not record["held"] and not self.start(record):
+            elif record["held"]:
+                pass
+            elif (slot := self.store.take_slot(self._slots())) is None:
+                reason = st.RESOURCES_REASON
+            elif not self.start(record, slot):
                 reason = st.DEPENDENCY_REASON  # a singleton peer runs or was queued first
             if record["id"] not in self.children and reason != record["reason"]:
                 self.update(record["id"], _is_pending, reason=reason)
+
+    def _slots(self) -> int:
+        """Run slots on this machine; a job submitted before the limit existed gets the default."""
+        return self.meta.get("max_running") or os.cpu_count() or 1
 
     def end_pending(self, pending: list[st.Record], state: str, reason: str) -> None:
         """End tasks that can never start (deadline passed, dependency failed)."""
@@ -295,18 +305,26 @@ class Runner:
             log(f"{record['id']} will never start: {reason}")
             self.update(record["id"], _is_pending, state=state, reason=reason, end=st.now())
 
-    def start(self, record: st.Record) -> bool:
-        """Start a task unless a singleton peer forbids it; True if it started (or ended)."""
+    def start(self, record: st.Record, slot: int) -> bool:
+        """Start a task in run slot ``slot`` unless a singleton peer forbids it; True if it
+        started (or ended). A task that did not start gives its slot back."""
         singleton = any(condition == "singleton" for condition, _ in self.meta["depends"])
-        with self.store.name_lock(self.meta["name"]):
-            if singleton and singleton_blocked(self.store, record):
-                return False
-            with self.store.job_lock(self.job):
-                current: st.Record | None = st.read_json(self.jobdir / f"{record['id']}.json")
-                if current is None or current["state"] != st.PENDING or current["held"]:
-                    return True  # changed under us; the next pass sees the new state
-                self.launch(current)
-        return True
+        try:
+            with self.store.name_lock(self.meta["name"]):
+                if singleton and singleton_blocked(self.store, record):
+                    return False
+                with self.store.job_lock(self.job):
+                    current: st.Record | None = st.read_json(self.jobdir / f"{record['id']}.json")
+                    if current is None or current["state"] != st.PENDING or current["held"]:
+                        return True  # changed under us; the next pass sees the new state
+                    self.launch(current)
+            return True
+        finally:
+            child = self.children.get(record["id"])
+            if child is None:
+                os.close(slot)
+            else:
+                child.slot = slot
 
     def launch(self, record: st.Record) -> None:
         """Spawn the job script for a task and mark it RUNNING; call with the job's lock."""

@@ -57,6 +57,7 @@ BEGIN_REASON = "BeginTime"
 ARRAY_LIMIT_REASON = "JobArrayTaskLimit"
 NEVER_SATISFIED_REASON = "DependencyNeverSatisfied"
 DEADLINE_REASON = "DeadLine"
+RESOURCES_REASON = "Resources"  # no run slot free (Slurm: waiting for resources)
 RUNNER_GONE_REASON = "RunnerGone"
 
 _CHUNK = 1 << 16
@@ -101,6 +102,7 @@ class JobMeta(TypedDict):
     tasks: list[str]
     array: bool
     limit: int | None
+    max_running: int  # tasks of every job at once on this machine (site local.max_running)
     depends: list[list[str]]
     walltime: int | None
     signal: SignalMeta | None
@@ -258,6 +260,21 @@ class Store:
     def job_lock(self, job: int) -> contextlib.AbstractContextManager[None]:
         """Serialises changes to one job's records (runner against cancel, hold, requeue)."""
         return locked(self.job_dir(job) / "lock")
+
+    def take_slot(self, slots: int) -> int | None:
+        """One of ``slots`` run slots, as an open file holding its flock (close it to give the
+        slot back; the kernel gives it back when the runner dies), or None when all are taken."""
+        folder = self.root / "slots"
+        folder.mkdir(parents=True, exist_ok=True)
+        for number in range(slots):
+            fd = os.open(folder / str(number), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            return fd
+        return None
 
     def name_lock(self, name: str) -> contextlib.AbstractContextManager[None]:
         """Serialises starts of same-named jobs, so a singleton's check cannot go stale."""
