@@ -13,7 +13,7 @@ from hpcbridge.backends.base import Backend
 from hpcbridge.errors import ConfigError, JobNotFound, SpecError, WaitTimeout
 from hpcbridge.jobs.rendering import Renderer
 from hpcbridge.jobs.spec import Dependency, JobSpec
-from hpcbridge.jobs.state import JobInfo
+from hpcbridge.jobs.state import JobInfo, JobState
 from hpcbridge.site import SiteConfig
 from hpcbridge.transports.base import Transport
 from hpcbridge.transports.local import LocalTransport
@@ -23,6 +23,10 @@ _FIRST_POLL_S = 0.25
 _MAX_POLL_S = 10.0
 # A job just submitted may take a moment to show up; this many empty polls are forgiven.
 _MISSING_POLLS_FORGIVEN = 5
+# A job that completed or failed has an exit code; shown ended without one (Slurm: squeue
+# before slurmdbd has the end), it is polled this long for it.
+_EXIT_CODE_GRACE_S = 5.0
+_RAN_STATES = frozenset({JobState.COMPLETED, JobState.FAILED})
 
 
 def make_transport(site: SiteConfig) -> Transport:
@@ -126,6 +130,7 @@ class Cluster:
         wanted = _id_list(job_ids)
         deadline = None if timeout is None else time.monotonic() + timeout
         finished: dict[str, JobInfo] = {}
+        exit_awaited: dict[str, float] = {}
         missing_polls = 0
         interval = poll_interval
         while True:
@@ -134,7 +139,7 @@ class Cluster:
             newly_done = {
                 job_id: found[job_id]
                 for job_id in pending
-                if job_id in found and found[job_id].state.is_terminal
+                if job_id in found and _settled(found[job_id], exit_awaited, time.monotonic())
             }
             finished.update(newly_done)
             missing_polls = missing_polls + 1 if any(j not in found for j in pending) else 0
@@ -147,7 +152,8 @@ class Cluster:
             if deadline is not None and time.monotonic() >= deadline:
                 unfinished = ", ".join(j for j in wanted if j not in finished)
                 raise WaitTimeout(f"jobs {unfinished} still running after {timeout:g} s")
-            interval = poll_interval if newly_done else min(interval * 1.5, _MAX_POLL_S)
+            settling = bool(exit_awaited.keys() - finished.keys())
+            interval = poll_interval if newly_done or settling else min(interval * 1.5, _MAX_POLL_S)
             sleep_for = interval if deadline is None else min(interval, deadline - time.monotonic())
             time.sleep(max(0.0, sleep_for))
 
@@ -222,3 +228,16 @@ class Cluster:
 
 def _id_list(job_ids: str | Iterable[str]) -> list[str]:
     return [job_ids] if isinstance(job_ids, str) else list(job_ids)
+
+
+def _settled(info: JobInfo, exit_awaited: dict[str, float], now: float) -> bool:
+    """Whether ``info`` is how the job ended. A job that ran ends with an exit code, but Slurm
+    shows it ended in squeue a moment before slurmdbd holds the code sacct reports: such a job
+    is polled again for up to _EXIT_CODE_GRACE_S (then taken as it is, for sites without
+    accounting)."""
+    if not info.state.is_terminal:
+        return False
+    if info.exit_code is not None or info.state not in _RAN_STATES:
+        return True
+    first_seen = exit_awaited.setdefault(info.job_id, now)
+    return now - first_seen >= _EXIT_CODE_GRACE_S

@@ -480,11 +480,13 @@ def test_a_job_whose_runner_was_killed_runs_until_its_processes_end(
     wait_for(cluster, parent, running)
     child = cluster.submit(job("after", "cat out > seen", depends_on=[f"afterany:{parent}"]))
     os.kill(record(cluster, parent)["runner"] or 0, signal.SIGKILL)
-    time.sleep(1)  # several polls of the dependant's runner
-    info = cluster.status(parent)[parent]
-    assert (info.state, info.reason) == (JobState.RUNNING, "RunnerGone")
-    assert cluster.status(child)[child].state is JobState.PENDING
-    release.touch()
+    try:
+        time.sleep(1)  # several polls of the dependant's runner
+        info = cluster.status(parent)[parent]
+        assert (info.state, info.reason) == (JobState.RUNNING, "RunnerGone")
+        assert cluster.status(child)[child].state is JobState.PENDING
+    finally:
+        release.touch()  # no supervisor is left to end the loop if the test fails
     ended = finish(cluster, [parent, child])
     assert (ended[parent].state, ended[parent].reason) == (JobState.NODE_FAIL, "RunnerGone")
     assert ended[child].state is JobState.COMPLETED
@@ -492,30 +494,44 @@ def test_a_job_whose_runner_was_killed_runs_until_its_processes_end(
 
 
 def test_no_more_tasks_run_at_once_than_the_machine_allows(tmp_path: Path) -> None:
-    """Twelve jobs with room for three: never more than three run, the others wait PENDING
-    (Resources) and all complete; the default room is one task per CPU."""
+    """Six jobs with room for three: three run, the others wait PENDING (Resources) until a
+    slot is free, and all complete; the default room is one task per CPU."""
     site = SiteConfig(name="small", scheduler="local", state_dir=tmp_path / "state")
     with Cluster(site) as default:
         assert isinstance(default.backend, LocalBackend)
         assert default.backend.max_running == os.cpu_count()
     site = site.model_copy(update={"local": LocalOptions(max_running=3)})
-    work = tmp_path / "work"
+    work, release = tmp_path / "work", tmp_path / "release"
     work.mkdir()
+    hold_on = f"while [ ! -e {release} ]; do sleep 0.1; done"
     with Cluster(site) as cluster:
-        jobs = [cluster.submit(job(f"j{n}", "sleep 0.5", workdir=str(work))) for n in range(12)]
-        most, reasons = 0, set()
-        deadline = time.monotonic() + 60
-        while True:
+        jobs = [cluster.submit(job(f"j{n}", hold_on, workdir=str(work))) for n in range(6)]
+        try:
+            poll(
+                cluster,
+                jobs,
+                lambda infos: (
+                    sorted((i.state, i.reason or "") for i in infos)
+                    == [(JobState.PENDING, "Resources")] * 3 + [(JobState.RUNNING, "")] * 3
+                ),
+            )
+            time.sleep(1)  # several polls of every runner: still three
             infos = cluster.status(jobs)
-            most = max(most, sum(info.state is JobState.RUNNING for info in infos.values()))
-            reasons |= {i.reason for i in infos.values() if i.state is JobState.PENDING}
-            if all(info.state.is_terminal for info in infos.values()):
-                break
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-    assert most <= 3
-    assert "Resources" in reasons
-    assert {info.state for info in infos.values()} == {JobState.COMPLETED}
+            assert sum(i.state is JobState.RUNNING for i in infos.values()) == 3
+        finally:
+            release.touch()
+        ended = finish(cluster, jobs, timeout=60)
+    assert {info.state for info in ended.values()} == {JobState.COMPLETED}
+
+
+def poll(
+    cluster: Cluster, job_ids: list[str], condition: Callable[[list[JobInfo]], bool]
+) -> dict[str, JobInfo]:
+    deadline = time.monotonic() + 30
+    while not condition(list((infos := cluster.status(job_ids)).values())):
+        assert time.monotonic() < deadline, infos
+        time.sleep(0.05)
+    return infos
 
 
 def test_begin_time_and_deadline(cluster: Cluster) -> None:
