@@ -90,3 +90,14 @@ def test_a_run_whose_job_is_not_in_view_is_numbered_by_guess() -> None:
     assert [(a.job_id, a.attempt, a.number_known) for a in running] == [("2.srv", 1, False)]
     ended = attempts_of("\n".join(log[3:6]))  # 1.srv from its R record on: run_count rules
     assert [(a.attempt, a.number_known) for a in ended] == [(1, True), (2, True)]
+
+
+def test_jobs_without_an_account_are_charged_to_none(pbs_reference: Path) -> None:
+    """qsub without -A: PBS records ``project=_pbs_project_default``, its own placeholder,
+    which is no account (reported as Slurm jobs without one are)."""
+    log = pbs_reference / "multi-accounting_log_jobs-254-276.txt"
+    with log.open() as lines:
+        found = list(accounting.attempts(accounting.read_records(lines)))
+    assert "_pbs_project_default" in log.read_text()
+    assert found
+    assert {attempt.account for attempt in found} == {None}

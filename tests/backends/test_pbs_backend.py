@@ -166,3 +166,39 @@ def test_without_job_history_finished_jobs_are_gone(
         with pytest.raises(JobNotFound, match=r"job history is off") as caught:
             cluster.status(job_id)
         assert job_id in str(caught.value)
+
+
+def test_status_of_several_jobs_is_complete_in_one_qstat(
+    pbs_emulator: PbsEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OpenPBS prints only the first of several ids with -F json; the site default is JSON,
+    yet the status of every job (finished, running, held, and one the server forgot) comes
+    back from one qstat call."""
+    monkeypatch.chdir(tmp_path)
+    site = SiteConfig.load("test-pbs")
+    assert site.pbs.json_output
+    transport = RecordingTransport(LocalTransport())
+    with Cluster(site, transport=transport) as cluster:
+        done = cluster.submit(spec("done", "true"))
+        failed = cluster.submit(spec("failed", "exit 3"))
+        cluster.wait([done, failed], timeout=60)
+        running = cluster.submit(spec("running", "sleep 30"))
+        # Held by its dependency, then by its user: Hold_Types "su" on OpenPBS.
+        held = cluster.submit(spec("held", "true", depends_on=[f"afterok:{running}"]))
+        cluster.hold([held])
+        wait_for_state(cluster, running, JobState.RUNNING)
+        before = transport.count("qstat")
+        infos = cluster.status([done, failed, running, held])
+        assert transport.count("qstat") == before + 1
+        cluster.cancel([running, held])
+    assert infos[done].state is JobState.COMPLETED
+    assert (infos[failed].state, infos[failed].exit_code) == (JobState.FAILED, 3)
+    assert infos[running].state is JobState.RUNNING
+    assert (infos[held].state, infos[held].held) == (JobState.PENDING, True)
+
+
+def wait_for_state(cluster: Cluster, job_id: str, state: JobState, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while cluster.status([job_id])[job_id].state is not state:
+        assert time.monotonic() < deadline, f"{job_id} never became {state}"
+        time.sleep(0.1)

@@ -982,6 +982,56 @@ def test_operator_holds_need_a_manager(pbs_emulator: PbsEmulator) -> None:
     refused = pbs_emulator.run("qhold", "-h", "o", job_id, user="someone")
     assert (refused.stderr, refused.returncode) == (f"qhold: Unauthorized Request  {job_id}\n", 159)
     assert pbs_emulator.run("qhold", "-h", "o", job_id).returncode == 0
-    assert pbs_emulator.job(job_id)["Hold_Types"] == "uo"  # type: ignore[index]
+    # OpenPBS prints "ou" here (multi-hold-types_cases.txt: qsub -h, then qhold -h o).
+    assert pbs_emulator.job(job_id)["Hold_Types"] == "ou"  # type: ignore[index]
     assert pbs_emulator.run("qrls", "-h", "uo", job_id).returncode == 0
     assert pbs_emulator.wait_for(job_id)["Exit_status"] == 0
+
+
+def test_json_of_several_ids_prints_only_the_first_job_found(pbs_emulator: PbsEmulator) -> None:
+    """multi-id_qstat_cases.txt: with -F json, qstat prints the first of several ids it
+    knows (in the order given), exit 0, or 153 when any id is unknown; text prints all."""
+    reference = cases("multi-id_qstat_cases.txt")
+    jobs = [
+        pbs_emulator.run("qsub", "-N", f"multi_{n}", input="true\n").stdout.strip() for n in "abc"
+    ]
+    for job_id in jobs:
+        pbs_emulator.wait_for(job_id, "F")
+    a, b, c = jobs
+    for ids, first in ([a, b, c], a), ([c, b, a], c), (["99999.vm", a, b], a):
+        result = pbs_emulator.run("qstat", "-f", "-x", "-t", "-F", "json", *ids)
+        assert list(json.loads(result.stdout)["Jobs"]) == [first]
+        assert result.returncode == (153 if "99999.vm" in ids else 0)
+    text = pbs_emulator.run("qstat", "-f", "-x", "-t", a, "99999.vm", b, c)
+    listed = [
+        line[len("Job Id: ") :] for line in text.stdout.split("\n") if line.startswith("Job Id")
+    ]
+    assert (listed, text.returncode) == ([a, b, c], 153)
+    # The captures behind these expectations.
+    assert reference["three finished jobs, JSON"].exit_code == 0
+    assert list(json.loads(reference["three finished jobs, JSON"].stdout)["Jobs"]) == ["254.vm"]
+    assert list(
+        json.loads(reference["three finished jobs, JSON, ids given in reverse order"].stdout)[
+            "Jobs"
+        ]
+    ) == ["256.vm"]
+    unknown_first = reference["unknown id FIRST, then the three finished jobs, JSON"]
+    assert (list(json.loads(unknown_first.stdout)["Jobs"]), unknown_first.exit_code) == (
+        ["254.vm"],
+        153,
+    )
+
+
+def test_hold_types_are_printed_in_the_order_pbs_prints_them(pbs_emulator: PbsEmulator) -> None:
+    """multi-hold-types_cases.txt: a dependency hold and a qhold read "su", not "us"."""
+    parent = pbs_emulator.run("qsub", input="sleep 30\n").stdout.strip()
+    child = pbs_emulator.run(
+        "qsub", "-W", f"depend=afterok:{parent}", input="true\n"
+    ).stdout.strip()
+    assert pbs_emulator.run("qhold", child).returncode == 0
+    shown = json.loads(pbs_emulator.run("qstat", "-f", "-F", "json", child).stdout)["Jobs"]
+    reference = json.loads(
+        (REFERENCE / "multi-hold_qstat-f-F-json_dependency-plus-qhold.json").read_text()
+    )["Jobs"]["261.vm"]
+    assert shown[child]["Hold_Types"] == reference["Hold_Types"] == "su"
+    pbs_emulator.run("qdel", child, parent)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcbridge import JobSpec, JobState, SchedulerError, SpecError
+from hpcbridge import JobInfo, JobSpec, JobState, SchedulerError, SpecError
 from hpcbridge.backends.pbs import cli, parse
 from hpcbridge.jobs.spec import Dependency
 
@@ -188,3 +188,59 @@ def test_directive_translations() -> None:
         'out/"${PBS_JOBNAME}"-"${PBS_JOBID}"_"${PBS_ARRAY_INDEX}"%.log'
     )
     assert cli.output_word("plain.out") == "plain.out"
+
+
+def test_wrapped_text_values_join_to_what_pbs_holds(pbs_reference: Path) -> None:
+    """qstat -f cuts a line at 79 columns, even mid-word, and keeps the trailing space; the
+    continuation starts with one tab, which is no part of the value."""
+    running = parse.parse_qstat_text(
+        (pbs_reference / "multi-qdel_qstat-x-f_deleted-while-running.txt").read_text()
+    )
+    assert running["257.vm"]["comment"] == (
+        "Job run at Thu Dec 03 at 08:31 on (vm:ncpus=1) and terminated by hpcuser@localhost"
+    )
+    queued = parse.parse_qstat_text(
+        (pbs_reference / "multi-qdel_qstat-x-f_deleted-while-queued-long-comment.txt").read_text()
+    )
+    assert queued["276.vm"]["comment"] == (
+        "Not Running: Insufficient amount of resource: ncpus (R: 2 A: 1 T: 2) and terminated"
+    )
+
+
+def test_text_of_several_jobs_agrees_with_their_json(pbs_reference: Path) -> None:
+    """The text listing of three jobs (what several ids are asked in) against the JSON of the
+    same server: every scalar attribute reads the same."""
+    text = parse.parse_qstat_text(
+        (pbs_reference / "multi-id_qstat-f-x-t_three-finished.txt").read_text()
+    )
+    assert list(text) == ["254.vm", "255.vm", "256.vm"]
+    document = parse.parse_qstat_json(
+        (pbs_reference / "multi-noid_qstat-x-f-F-json_all-history.json").read_text()
+    )
+    for job_id, attributes in text.items():
+        for key, value in document[job_id].items():
+            if not key.startswith("Variable_List."):  # one text value, split up in JSON
+                assert attributes[key] == str(value), (job_id, key)
+        assert parse.job_info(job_id, attributes) == parse.job_info(job_id, document[job_id])
+
+
+@pytest.mark.parametrize(
+    ("file", "job_id", "reason"),
+    [
+        ("multi-hold_qstat-f-F-json_dependency-plus-qhold.json", "261.vm", "JobHeldUser"),
+        ("multi-hold_qstat-f-F-json_operator-hold.json", "262.vm", "JobHeldAdmin"),
+        ("multi-hold_qstat-f-F-json_uos.json", "262.vm", "JobHeldAdmin"),
+        (
+            "multi-hold_qstat-f-F-json_dependency-released-user-hold-left.json",
+            "261.vm",
+            "JobHeldUser",
+        ),
+    ],
+)
+def test_a_hold_is_seen_whatever_the_order_of_hold_types(
+    pbs_reference: Path, file: str, job_id: str, reason: str
+) -> None:
+    """Hold_Types letters come in the order s, o, u, p ("su": a dependency and a qhold)."""
+    info = infos_of(pbs_reference / file)[job_id]
+    assert isinstance(info, JobInfo)
+    assert (info.state, info.reason, info.held) == (JobState.PENDING, reason, True)

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 
-from hpcbridge.backends.pbs.parse import as_int, finished_state
+from hpcbridge.backends.pbs.parse import account_of, as_int, finished_state
 from hpcbridge.jobs.state import JobState
 from hpcbridge.jobs.units import is_decimal
 
@@ -175,7 +175,7 @@ def _attempt(record: AccountingRecord, number: int, state: JobState, known: bool
         state=state,
         name=values.get("jobname"),
         user=values.get("user"),
-        account=values.get("account") or values.get("project"),
+        account=account_of(values),
         queue=values.get("queue"),
         submit=_epoch(values.get("qtime") or values.get("ctime")),
         eligible=_epoch(values.get("etime")),

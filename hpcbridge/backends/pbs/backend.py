@@ -113,13 +113,20 @@ class PbsBackend:
         )
 
     def status(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
-        """One qstat call for every job; an array id stands for the total of its subjobs."""
+        """One qstat call for every job; an array id stands for the total of its subjobs.
+
+        OpenPBS (23.06) answers ``qstat -f -F json ID1 ID2 ...`` with the first job it finds
+        alone (exit 0, nothing on stderr), while the text listing holds every job: several
+        ids are asked in text, still in one call; JSON is kept for one job and for listings.
+        """
         if not job_ids:
             return {}
-        argv = cli.qstat(job_ids, json=self.json_output, history=self.job_history)
+        as_json = self.json_output and len(job_ids) == 1
+        argv = cli.qstat(job_ids, json=as_json, history=self.job_history)
         result = self.commands.run(argv, env=UTC_ENV, missing_ok=True)
         found: dict[str, JobInfo] = {}
-        for job_id, attributes in self._parse(result.stdout).items():
+        listed = parse.parse_qstat_json if as_json else parse.parse_qstat_text
+        for job_id, attributes in listed(result.stdout).items():
             if not parse.is_array_parent(attributes):
                 found[job_id] = parse.job_info(job_id, attributes)
         return with_array_totals(job_ids, found)

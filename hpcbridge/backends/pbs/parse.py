@@ -69,6 +69,8 @@ PBS_EXEC_STATUSES: dict[int, JobState] = {
 # Exit_status above 256 means "killed by signal (status - 256)" (PBS Reference Guide).
 _SIGNAL_OFFSET = 256
 _HOLD_REASONS = {"u": "JobHeldUser", "o": "JobHeldAdmin", "p": "JobHeldAdmin", "s": "Dependency"}
+# What OpenPBS records as ``project`` for a job submitted without -P: a placeholder, no account.
+DEFAULT_PROJECT = "_pbs_project_default"
 _SUBMITTED_ID = re.compile(r"\d+(\[\])?(\.\S+)?", re.ASCII)
 _SUBJOB_ID = re.compile(r"(?P<base>\d+)\[(?P<index>\d+)\](?P<server>\..*)?", re.ASCII)
 _CTIME_FORMAT = "%a %b %d %H:%M:%S %Y"
@@ -129,7 +131,8 @@ def parse_qstat_text(stdout: str) -> dict[str, dict[str, Any]]:
         elif line.startswith("\t") and key:
             attributes[key] += line[1:]  # qstat wraps long values at 80 columns, mid-word
         elif " = " in line:
-            key, _, value = line.strip().partition(" = ")
+            # Only the indent goes: a value cut at 79 columns keeps its trailing space.
+            key, _, value = line.lstrip().partition(" = ")
             attributes[key] = value
     return jobs
 
@@ -236,8 +239,10 @@ def submission_token(attributes: Mapping[str, Any]) -> str | None:
 
 def _reason(letter: str, attributes: Mapping[str, Any], comment: str) -> str | None:
     if letter == "H":
+        # Letters come in PBS's order s, o, u, p ("su": a dependency, then qhold): a hold
+        # someone must release wins over the dependency, whatever its place.
         holds = str(attributes.get("Hold_Types", ""))
-        return next((_HOLD_REASONS[h] for h in holds if h in _HOLD_REASONS), "JobHeld")
+        return next((_HOLD_REASONS[h] for h in "opus" if h in holds), "JobHeld")
     if letter == "W":
         return "BeginTime"
     return comment or None
@@ -276,3 +281,13 @@ def qstat_time(value: Any) -> datetime | None:
     if isinstance(value, int) or is_decimal(str(value)):
         return datetime.fromtimestamp(int(value), UTC)
     return datetime.strptime(str(value), _CTIME_FORMAT).replace(tzinfo=UTC)
+
+
+def account_of(attributes: Mapping[str, Any]) -> str | None:
+    """The account a job is charged to: Account_Name (accounting: ``account``), else its
+    project unless that is PBS's placeholder for none."""
+    account = attributes.get("Account_Name") or attributes.get("account")
+    project = attributes.get("project")
+    if account:
+        return str(account)
+    return None if project in (None, "", DEFAULT_PROJECT) else str(project)

@@ -31,6 +31,7 @@ from hpcbridge.backends.pbs import cli
 from hpcbridge.backends.pbs.accounting import Attempt, attempts, prefixed, read_records
 from hpcbridge.backends.pbs.backend import ERRORS, UTC_ENV
 from hpcbridge.backends.pbs.parse import (
+    account_of,
     as_int,
     duration_seconds,
     exec_hosts,
@@ -204,7 +205,7 @@ def _qstat_record(job_id: str, values: Mapping[str, Any]) -> AttemptRecord:
         array_index=NOT_AN_ARRAY if index is None else index,
         name=info.name,
         user=str(values.get("Job_Owner", "")).split("@", 1)[0] or None,
-        account=info.account or values.get("project"),
+        account=account_of(values),
         partition=info.partition,
         submit=info.submit_time,
         eligible=qstat_time(values.get("etime")),

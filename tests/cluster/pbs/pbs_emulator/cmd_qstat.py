@@ -194,6 +194,15 @@ def print_full(
         )
 
 
+def first_job_only(entries: list[list[Any]], named: list[str]) -> list[list[Any]]:
+    """What OpenPBS 23.06 prints for ``qstat -f -F json ID1 ID2 ...``: the first of the named
+    jobs it knows, in the order given (with its subjobs under -t), and none of the others
+    (multi-id_qstat_cases.txt); the text and DSV formats list them all."""
+    known = {entry[0] for entry in entries}
+    first = next((job_id for job_id in named if job_id in known), None)
+    return [e for e in entries if first in (e[0], (ids.split_subjob(e[0]) or ("",))[0])]
+
+
 def job_status(parsed: Parsed, home: Home, server: str, fmt: str) -> int:
     named, queues = [], []
     for operand in parsed.operands:
@@ -211,6 +220,8 @@ def job_status(parsed: Parsed, home: Home, server: str, fmt: str) -> int:
     answer = client.request(request, home)
     entries = [e for e in answer["jobs"] if not queues or attr(e[1], "queue") in queues]
     entries = filtered(entries, parsed, bool(named))
+    if parsed.has("f") and fmt == "json" and named:
+        entries = first_job_only(entries, named)
     if parsed.has("f"):
         print_full("Job Id", [(e[0], e[1]) for e in entries], fmt, parsed.last("D") or "|", server)
     elif any(parsed.has(c) for c in "answiruHT1") or parsed.has("G") or parsed.has("M"):

@@ -24,7 +24,7 @@ JOB_EXEC_RERUN_MS_FAIL = -20
 JOB_EXEC_KILL_WALLTIME = -29
 SIGNAL_BASE = 256  # a job killed by signal N exits 256 + N
 
-HOLD_ORDER = "uosp"
+HOLD_ORDER = "soup"  # as OpenPBS prints them (multi-hold-types_cases.txt: su, ou, sou)
 
 
 @dataclass
