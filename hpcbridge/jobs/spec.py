@@ -98,6 +98,18 @@ class Resources(_Model):
     gpu_type: Token | None = None
     walltime: Walltime | None = None
 
+    @field_validator("walltime")
+    @classmethod
+    def _some_time(cls, walltime: int | None) -> int | None:
+        # 0 would drop --time and the site's default alike: Slurm then grants the partition's
+        # maximum, the opposite of what was written.
+        if walltime is not None and walltime < 1:
+            raise ValueError(
+                f"{walltime} s is no time to run; give a duration, or leave walltime out for "
+                "the site's default"
+            )
+        return walltime
+
     @model_validator(mode="after")
     def _gpu_type_needs_gpus(self) -> Resources:
         if self.gpu_type and not self.gpus:

@@ -174,3 +174,9 @@ def test_checkpoint_directories_refuse_line_breaks_and_nul() -> None:
         spec["checkpoint"] = {"command": "true", "directory": f"ck{bad}x"}
         with pytest.raises(SpecError, match=r"checkpoint\.directory"):
             JobSpec.parse(spec)
+
+
+@pytest.mark.parametrize("walltime", [0, "0", "0:00", "00:00:00", "0-0", -5])
+def test_a_walltime_of_no_time_is_refused_by_name(walltime: object) -> None:
+    with pytest.raises(SpecError, match=r"resources\.walltime: .*no time to run"):
+        JobSpec.parse({"name": "w", "command": "true", "resources": {"walltime": walltime}})
