@@ -123,7 +123,11 @@ def _trace_progress(trace: SwfTrace) -> Iterator[Callable[[int], None] | None]:
     show_default=True,
     help="Seconds to wait for another sync of the same cluster to finish.",
 )
-@click.option("--quiet", is_flag=True, help="No progress bar (implied when not on a terminal).")
+@click.option(
+    "--quiet",
+    is_flag=True,
+    help="Print nothing on success (for cron); errors still go to stderr.",
+)
 @JSON_OPTION
 @reports_errors
 def ledger_sync(
@@ -172,7 +176,7 @@ def ledger_sync(
                 ],
             }
         )
-    else:
+    elif not quiet:
         for outcome in result.outcomes:
             click.echo(
                 f"{result.cluster} {outcome.source}: {outcome.windows_read}/{outcome.windows} "

@@ -267,3 +267,14 @@ def test_an_unreachable_scheduler_fails_the_sync_with_exit_5(
     assert result.returncode == 5, result.stderr
     assert "'sacct' is not installed or not on PATH" in result.stderr
     assert '"status": "failed"' in result.stdout
+
+
+def test_quiet_sync_prints_nothing_on_success(tmp_path: Path) -> None:
+    """From cron, a sync that worked must not mail anyone: no bar, no summary."""
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data")}
+    url = f"sqlite:///{tmp_path}/ledger.sqlite"
+    argv = [HPCBRIDGE, "ledger", "sync", "--site", "local", "--ledger", url]
+    loud = subprocess.run(argv, capture_output=True, text=True, env=env, check=True)
+    assert "attempts written" in loud.stdout
+    quiet = subprocess.run([*argv, "--quiet"], capture_output=True, text=True, env=env, check=True)
+    assert (quiet.stdout, quiet.stderr) == ("", "")
