@@ -175,7 +175,8 @@ class SiteConfig(_Config):
         """Read a site by file path, or by name from the user's and the packaged site folders."""
         path = find_site_file(name_or_path)
         try:
-            data = yaml.safe_load(path.read_text())
+            with path.open() as stream:  # a stream: YAML errors then name the file
+                data = yaml.safe_load(stream)
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError(f"cannot read site config {path}: {exc}") from exc
         if not isinstance(data, dict):
@@ -187,7 +188,7 @@ class SiteConfig(_Config):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise ConfigError(describe_validation_error(exc, f"site config {path}")) from exc
+            raise ConfigError(describe_validation_error(exc, f"site config {path}", cls)) from exc
 
     def prepare(self, spec: JobSpec) -> JobSpec:
         """The spec with this site's defaults filled in, checked against partition limits."""

@@ -41,7 +41,7 @@ def test_relative_paths_are_taken_from_the_config_file(tmp_path: Path) -> None:
     [
         ("scheduler: lsf\n", "scheduler: Input should be 'slurm', 'pbs' or 'local'"),
         ("scheduler: slurm\npartitions: {a: {max_walltime: soon}}\n", "partitions.a.max_walltime"),
-        ("scheduler: slurm\nsurprise: 1\n", "surprise: Extra inputs are not permitted"),
+        ("scheduler: slurm\nsurprise: 1\n", "surprise: no such field"),
         ("- just\n- a list\n", "must hold a mapping"),
         ("scheduler: [unclosed\n", "cannot read site config"),
     ],
@@ -97,3 +97,12 @@ def test_node_limits(tmp_path: Path) -> None:
                 {"name": "j", "command": "true", "partition": "small", "resources": {"nodes": 4}}
             )
         )
+
+
+def test_a_misspelt_site_setting_names_the_one_meant(tmp_path: Path) -> None:
+    site_file = tmp_path / "site.yaml"
+    site_file.write_text("scheduler: slurm\ndefault_partiton: debug\n")
+    with pytest.raises(
+        ConfigError, match="default_partiton: no such field; did you mean 'default_partition'"
+    ):
+        SiteConfig.load(site_file)

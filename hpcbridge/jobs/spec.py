@@ -8,6 +8,7 @@ rather than quoted later. Free text (environment values) is quoted by the render
 
 from __future__ import annotations
 
+import difflib
 import re
 from datetime import datetime
 from pathlib import Path
@@ -330,7 +331,8 @@ class JobSpec(_Model):
         """Load a job file; a relative ``script`` is taken relative to the job file."""
         job_path = Path(path)
         try:
-            data = yaml.safe_load(job_path.read_text())
+            with job_path.open() as stream:  # a stream: YAML errors then name the file
+                data = yaml.safe_load(stream)
         except OSError as exc:
             raise SpecError(f"cannot read job file {job_path}: {exc.strerror}") from exc
         except yaml.YAMLError as exc:
@@ -370,16 +372,47 @@ def validated(model: type[ModelT], data: Any, source: str) -> ModelT:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(describe_validation_error(exc, source)) from exc
+        raise SpecError(describe_validation_error(exc, source, model)) from exc
 
 
-def describe_validation_error(exc: ValidationError, source: str) -> str:
-    """One line per problem: ``field.path: message (got value)``."""
+def describe_validation_error(
+    exc: ValidationError, source: str, model: type[BaseModel] | None = None
+) -> str:
+    """One line per problem: ``field.path: message (got value)``; a misspelt field of
+    ``model`` (``memroy``) names the field it most likely meant (``memory``)."""
     lines = [f"{source} is invalid:"]
     for error in exc.errors():
         field = ".".join(str(part) for part in error["loc"]) or "(top level)"
         message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden" and model is not None:
+            known = _fields_at(model, error["loc"][:-1])
+            close = difflib.get_close_matches(str(error["loc"][-1]), known, n=1)
+            message = f"no such field{f'; did you mean {close[0]!r}?' if close else ''}"
         shown = error.get("input")
         got = "" if isinstance(shown, dict) or repr(shown) in message else f" (got {shown!r})"
         lines.append(f"  {field}: {message}{got}")
     return "\n".join(lines)
+
+
+def _fields_at(model: type[BaseModel], path: tuple[int | str, ...]) -> list[str]:
+    """The field names of the model found at ``path`` inside ``model`` (through lists,
+    dicts and optional fields), or none when the path leaves the models."""
+    current: type[BaseModel] | None = model
+    for part in path:
+        if current is None:
+            return []
+        if isinstance(part, int):
+            continue  # a list index: the same model as the list's
+        field = current.model_fields.get(part)
+        current = None if field is None else _model_in(field.annotation)
+    return [] if current is None else list(current.model_fields)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in get_args(annotation):
+        found = _model_in(argument)
+        if found is not None:
+            return found
+    return None

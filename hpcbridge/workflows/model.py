@@ -65,7 +65,8 @@ class Workflow(BaseModel):
         """
         file = Path(path)
         try:
-            data = yaml.safe_load(file.read_text())
+            with file.open() as stream:  # a stream: YAML errors then name the file
+                data = yaml.safe_load(stream)
         except OSError as exc:
             raise SpecError(f"cannot read workflow file {file}: {exc.strerror}") from exc
         except yaml.YAMLError as exc:

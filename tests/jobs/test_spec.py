@@ -45,7 +45,7 @@ def test_resources_accept_scheduler_spellings() -> None:
         ({"signal": "B:NOPE@10"}, "signal.name: 'NOPE' is not a signal name"),
         ({"depends_on": ["afterwards:12"]}, "depends_on.0.condition"),
         ({"depends_on": ["afterok"]}, "afterok needs a job id or name"),
-        ({"unknown_field": 1}, "unknown_field: Extra inputs are not permitted"),
+        ({"unknown_field": 1}, "unknown_field: no such field"),
         ({"script": "run.sh"}, "give exactly one of command or script"),
         ({"begin": "2030-01-02T00:00:00", "deadline": "2030-01-01T00:00:00"}, "is not after begin"),
     ],
@@ -180,3 +180,19 @@ def test_checkpoint_directories_refuse_line_breaks_and_nul() -> None:
 def test_a_walltime_of_no_time_is_refused_by_name(walltime: object) -> None:
     with pytest.raises(SpecError, match=r"resources\.walltime: .*no time to run"):
         JobSpec.parse({"name": "w", "command": "true", "resources": {"walltime": walltime}})
+
+
+def test_a_misspelt_field_names_the_field_it_most_likely_meant(tmp_path: Path) -> None:
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text("name: x\ncommand: 'true'\nresources: {memroy: 4G}\n")
+    with pytest.raises(SpecError, match=r"resources\.memroy: no such field; did you mean 'memory'"):
+        JobSpec.from_yaml(job_file)
+
+
+def test_yaml_syntax_errors_name_the_file(tmp_path: Path) -> None:
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text("name: x\ncommand: [unclosed\n")
+    with pytest.raises(SpecError) as refused:
+        JobSpec.from_yaml(job_file)
+    assert f'in "{job_file}", line 2' in str(refused.value)
+    assert "<unicode string>" not in str(refused.value)
