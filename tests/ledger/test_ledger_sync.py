@@ -247,7 +247,7 @@ def test_two_syncs_at_once_write_what_one_clean_sync_writes(
     for process in (first, second):
         out, err = process.communicate(timeout=240)
         assert process.returncode == 0, err
-        assert "hpcbridge sacct:" in out
+        assert out == ""  # --quiet: a sync that worked prints nothing
     assert finished_attempts(ledger_url, started) == finished_attempts(clean_url, started)
     assert_unique_natural_keys(ledger_url)
 
