@@ -42,9 +42,12 @@ pytestmark = pytest.mark.timeout(60)
 
 # A counter that saves its progress in ./state every 0.1 s; the checkpoint copies that file,
 # the restart continues from the copy. Output: "start 0" or "resume N", then "done N".
+# The state is replaced by rename, as a real job's must be: a checkpoint copying a file that
+# is being rewritten in place can catch it empty (seen under load: "resumed at " nothing).
 COUNT = (
     'i=${START:-0}; echo "start $i"; '
-    'while [ $i -lt $LAST ]; do i=$((i+1)); echo $i > state; sleep 0.1; done; echo "done $i"'
+    "while [ $i -lt $LAST ]; do i=$((i+1)); echo $i > state.new; mv -f state.new state; "
+    'sleep 0.1; done; echo "done $i"'
 )
 RESTART = 'START=$(cat "$HPCBRIDGE_CHECKPOINT/state"); echo "resume $START"; ' + COUNT.replace(
     'echo "start $i"; ', ""

@@ -16,7 +16,8 @@ pytestmark = pytest.mark.timeout(120)
 
 # Counts to LAST, a step each 0.2 s, logging to ./log (PBS delivers stdout only at the end).
 COUNT = (
-    "i=${FROM:-0}; while [ $i -lt $LAST ]; do i=$((i+1)); echo $i > state; sleep 0.2; done; "
+    "i=${FROM:-0}; while [ $i -lt $LAST ]; do i=$((i+1)); "
+    "echo $i > state.new; mv -f state.new state; sleep 0.2; done; "
     'echo "finished at $i" >> log'
 )
 RESTART = 'FROM=$(cat "$HPCBRIDGE_CHECKPOINT/state"); echo "resumed at $FROM" >> log; ' + COUNT

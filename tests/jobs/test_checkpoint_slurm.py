@@ -29,11 +29,13 @@ RELEASE_AFTER_S = 3
 # checkpoint's copy, five steps a second so the second run ends before its own warning.
 COUNT = (
     'i=0; echo "start"; '
-    'while [ $i -lt $LAST ]; do i=$((i+1)); echo $i > state; sleep 1; done; echo "finished at $i"'
+    "while [ $i -lt $LAST ]; do i=$((i+1)); echo $i > state.new; mv -f state.new state; "
+    'sleep 1; done; echo "finished at $i"'
 )
 RESTART = (
     'i=$(cat "$HPCBRIDGE_CHECKPOINT/state"); echo "resumed at $i"; '
-    'while [ $i -lt $LAST ]; do i=$((i+1)); echo $i > state; sleep 0.2; done; echo "finished at $i"'
+    "while [ $i -lt $LAST ]; do i=$((i+1)); echo $i > state.new; mv -f state.new state; "
+    'sleep 0.2; done; echo "finished at $i"'
 )
 
 

@@ -23,7 +23,7 @@ from hpcbridge.workflows.store import StateFileStore
 
 # Counts to LAST, a step a second, keeping its progress in ./state; a restart goes on from the
 # checkpoint's copy. Each run prints where it began, so the output shows the hand-overs.
-COUNT = 'i=${START:-0}; echo "began at $i"; while [ $i -lt $LAST ]; do i=$((i+1)); echo $i > state; sleep 1; done; echo "finished at $i"'  # noqa: E501
+COUNT = 'i=${START:-0}; echo "began at $i"; while [ $i -lt $LAST ]; do i=$((i+1)); echo $i > state.new; mv -f state.new state; sleep 1; done; echo "finished at $i"'  # noqa: E501
 RESTART = f'START=$(cat "$HPCBRIDGE_CHECKPOINT/state"); {COUNT}'
 
 
