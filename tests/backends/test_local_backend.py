@@ -150,9 +150,13 @@ def test_array_status_lists_the_aggregate_and_every_task(cluster: Cluster) -> No
 
 
 def test_after_starts_once_the_parent_has_started(cluster: Cluster) -> None:
-    parent = cluster.submit(job("p", "sleep 1.5"))
+    # The parent waits for its begin time, so the child is seen waiting whatever the load
+    # (checked right after submitting, a loaded machine could run both first).
+    begin = datetime.now(UTC) + timedelta(seconds=5)
+    parent = cluster.submit(job("p", "sleep 1.5", begin=begin.isoformat()))
     child = cluster.submit(job("c", "true", depends_on=[f"after:{parent}"]))
-    assert cluster.status(child)[child].reason == "Dependency"
+    waiting = wait_for(cluster, child, lambda info: info.reason == "Dependency")
+    assert waiting.state is JobState.PENDING
     infos = finish(cluster, [parent, child])
     assert infos[child].start_time >= infos[parent].start_time  # type: ignore[operator]
     assert infos[child].start_time < infos[parent].end_time  # type: ignore[operator]
