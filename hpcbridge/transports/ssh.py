@@ -281,20 +281,20 @@ def _collect(channel: paramiko.Channel, deadline: float, cap: int) -> tuple[byte
     """
     stdout: list[bytes] = []
     stderr: list[bytes] = []
+    streams = (
+        (channel.recv_ready, channel.recv, stdout),
+        (channel.recv_stderr_ready, channel.recv_stderr, stderr),
+    )
     kept = 0
     ready = channel.fileno()  # readable while either stream has data, and after EOF
     while True:
         finished = bool(channel.eof_received) or channel.closed
-        while channel.recv_ready():
-            stdout.append(channel.recv(_CHUNK))
-            kept += len(stdout[-1])
-            if kept > cap:
-                raise _OutputTooLarge
-        while channel.recv_stderr_ready():
-            stderr.append(channel.recv_stderr(_CHUNK))
-            kept += len(stderr[-1])
-            if kept > cap:
-                raise _OutputTooLarge
+        for has_data, receive, chunks in streams:
+            while has_data():
+                chunks.append(receive(_CHUNK))
+                kept += len(chunks[-1])
+                if kept > cap:
+                    raise _OutputTooLarge
         remaining = deadline - time.monotonic()
         if finished:
             ended = channel.status_event.wait(max(remaining, 0.0))

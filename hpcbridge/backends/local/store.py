@@ -242,11 +242,12 @@ class Store:
         self.root = root
         self.jobs = root / "jobs"
         self.names = root / "names"
+        self.slots = root / "slots"
         self._jobs_prefix = f"{self.jobs}{os.sep}"  # status builds thousands of paths: no Path
 
     def ensure(self) -> None:
         """Create the folders; private to the user, since env.json holds their environment."""
-        for folder in (self.root, self.jobs, self.names):
+        for folder in (self.root, self.jobs, self.names, self.slots):
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def job_dir(self, job: int) -> Path:
@@ -264,10 +265,8 @@ class Store:
     def take_slot(self, slots: int) -> int | None:
         """One of ``slots`` run slots, as an open file holding its flock (close it to give the
         slot back; the kernel gives it back when the runner dies), or None when all are taken."""
-        folder = self.root / "slots"
-        folder.mkdir(parents=True, exist_ok=True)
         for number in range(slots):
-            fd = os.open(folder / str(number), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(self.slots / str(number), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
