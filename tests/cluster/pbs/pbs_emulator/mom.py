@@ -72,6 +72,9 @@ class Mom:
             "SHELL": "/bin/bash",
             "PATH": f"{SYSTEM_PATH}:{BIN_DIR}:{python_dir}",
             "PBS_EMULATOR_HOME": str(self.home.root),
+            # PBS commands inside the job act as its owner, as on a real node (not as the
+            # user the emulator runs as, who may be root and so a manager).
+            "PBS_EMULATOR_USER": job.owner,
         }
         env.update(dict(job.variables))
         ncpus = str(job.chunks[0].ncpus) if job.chunks else "1"
