@@ -14,7 +14,14 @@ from typing import Any
 
 import click
 
-from hpcbridge.cli.options import JSON_OPTION, LEDGER_OPTION, UtcDate, echo_json, reports_errors
+from hpcbridge.cli.options import (
+    JSON_OPTION,
+    LEDGER_OPTION,
+    SITE_OPTION,
+    UtcDate,
+    echo_json,
+    reports_errors,
+)
 
 _AS_OF = click.option(
     "--as-of",
@@ -164,18 +171,26 @@ def forecast_evaluate(trace_file: str, as_json: bool) -> None:
 @click.command("advise")
 @click.argument("job_file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--user", help="Whose history to use.  [default: the current user]")
+@SITE_OPTION
 @LEDGER_OPTION
 @JSON_OPTION
 @reports_errors
-def advise(job_file: str, user: str | None, ledger_url: str | None, as_json: bool) -> None:
-    """Predict JOB_FILE's run time from your finished jobs and advise on its walltime."""
+def advise(
+    job_file: str, user: str | None, site: str, ledger_url: str | None, as_json: bool
+) -> None:
+    """Predict JOB_FILE's run time from your finished jobs and advise on its walltime.
+
+    The request advised on is the walltime JOB_FILE would be submitted with on --site: its
+    own, else the default of its partition there.
+    """
     import getpass
 
     from hpcbridge.forecast.advice import advise_walltime
     from hpcbridge.jobs.spec import JobSpec
     from hpcbridge.ledger.store import Ledger
+    from hpcbridge.site import SiteConfig
 
-    spec = JobSpec.from_yaml(job_file)
+    spec = SiteConfig.load(site).prepare(JobSpec.from_yaml(job_file))
     who = user or os.environ.get("USER") or getpass.getuser()
     with Ledger.open(ledger_url, upgrade=False) as opened:
         advice = advise_walltime(

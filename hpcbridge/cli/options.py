@@ -45,11 +45,20 @@ transport unreachable; 6 --wait timed out; 7 ledger sync partial; 8 ledger datab
 
 Command = TypeVar("Command", bound=Callable[..., Any])
 
+_SITE_HELP = "A site name from site_configs/ or ~/.config/hpcbridge/sites/, or a YAML path"
 SITE_OPTION = click.option(
     "--site",
     default=lambda: os.environ.get("HPCBRIDGE_SITE", "local"),
     show_default="$HPCBRIDGE_SITE or local",
-    help="A site name from site_configs/ or ~/.config/hpcbridge/sites/, or a YAML path.",
+    help=f"{_SITE_HELP}.",
+)
+# A workflow's record names the site it was submitted to, so $HPCBRIDGE_SITE (set for new
+# work) must not redirect it; --site is for reaching the same cluster another way.
+RECORDED_SITE_OPTION = click.option(
+    "--site",
+    default=None,
+    show_default="the site it was submitted to",
+    help=f"{_SITE_HELP}, reaching the same cluster (an SSH site of it, say).",
 )
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 
@@ -96,13 +105,19 @@ def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2))
 
 
-LEDGER_OPTION = click.option(
-    "--ledger",
-    "ledger_url",
-    default=lambda: os.environ.get("HPCBRIDGE_LEDGER"),
-    show_default="$HPCBRIDGE_LEDGER or ~/.local/share/hpcbridge/ledger.sqlite",
-    help="Ledger database URL: sqlite:///PATH or postgresql://USER@HOST/DB.",
-)
+def ledger_option(purpose: str, when_unset: str) -> Callable[[Command], Command]:
+    """--ledger URL, defaulting to $HPCBRIDGE_LEDGER on every verb; ``when_unset`` says what
+    the verb does with neither (open the private ledger, or keep workflow state files)."""
+    return click.option(
+        "--ledger",
+        "ledger_url",
+        default=lambda: os.environ.get("HPCBRIDGE_LEDGER"),
+        show_default=f"$HPCBRIDGE_LEDGER, else {when_unset}",
+        help=f"{purpose}: sqlite:///PATH or postgresql://USER@HOST/DB.",
+    )
+
+
+LEDGER_OPTION = ledger_option("Ledger database URL", "~/.local/share/hpcbridge/ledger.sqlite")
 
 
 @contextlib.contextmanager

@@ -13,12 +13,21 @@ from typing import TYPE_CHECKING
 
 import click
 
-from hpcbridge.cli.options import JSON_OPTION, SITE_OPTION, Command, echo_json, reports_errors
+from hpcbridge.cli.options import (
+    JSON_OPTION,
+    RECORDED_SITE_OPTION,
+    SITE_OPTION,
+    Command,
+    echo_json,
+    ledger_option,
+    reports_errors,
+)
 
 if TYPE_CHECKING:
     from datetime import datetime
 
     from hpcbridge.cluster import Cluster
+    from hpcbridge.site import SiteConfig
     from hpcbridge.workflows.run import StageStatus
     from hpcbridge.workflows.store import WorkflowRecord, WorkflowStore
 
@@ -31,13 +40,7 @@ STATE_DIR_OPTION = click.option(
     help="Where workflow records (stage -> job ids) are kept, unless --ledger is given.",
 )
 
-LEDGER_OPTION = click.option(
-    "--ledger",
-    "ledger_url",
-    default=lambda: os.environ.get("HPCBRIDGE_LEDGER"),
-    show_default="$HPCBRIDGE_LEDGER; none: state files",
-    help="Keep workflow records in this ledger (sqlite:///PATH or postgresql://USER@HOST/DB).",
-)
+LEDGER_OPTION = ledger_option("Keep workflow records in this ledger", "state files")
 
 
 def _store_options(command: Command) -> Command:
@@ -91,16 +94,19 @@ def submit(
 
 @workflow.command()
 @click.argument("workflow_id")
+@RECORDED_SITE_OPTION
 @_store_options
 @JSON_OPTION
 @reports_errors
-def status(workflow_id: str, state_dir: str | None, ledger_url: str | None, as_json: bool) -> None:
+def status(
+    workflow_id: str, site: str | None, state_dir: str | None, ledger_url: str | None, as_json: bool
+) -> None:
     """Show every stage's job and state; cancels dependents that can never run."""
     from hpcbridge.workflows.run import workflow_status
 
     with _store(state_dir, ledger_url) as store:
         record = store.load(workflow_id)
-    with _open(record.site) as cluster:
+    with _open_recorded(record, site) as cluster:
         stages = workflow_status(cluster, record)
     if as_json:
         echo_json(
@@ -124,12 +130,15 @@ def status(workflow_id: str, state_dir: str | None, ledger_url: str | None, as_j
     default=None,
     help="A fixed workflow file (same stage names) whose specs the resubmitted stages take.",
 )
+@RECORDED_SITE_OPTION
 @_store_options
 @JSON_OPTION
 @reports_errors
 def resume(
     workflow_id: str,
+    *,
     fixed_file: str | None,
+    site: str | None,
     state_dir: str | None,
     ledger_url: str | None,
     as_json: bool,
@@ -139,15 +148,14 @@ def resume(
     from hpcbridge.workflows.run import resume_workflow
 
     fixed = Workflow.from_yaml(fixed_file) if fixed_file else None
-    with _store(state_dir, ledger_url) as store:
-        site = store.load(workflow_id).site
-        with (
-            _open(site) as cluster,
-            _progress(as_json, "resubmitting") as progress,
-        ):
-            record, rerun, skipped = resume_workflow(
-                cluster, store, workflow_id, workflow=fixed, progress=progress
-            )
+    with (
+        _store(state_dir, ledger_url) as store,
+        _open_recorded(store.load(workflow_id), site) as cluster,
+        _progress(as_json, "resubmitting") as progress,
+    ):
+        record, rerun, skipped = resume_workflow(
+            cluster, store, workflow_id, workflow=fixed, progress=progress
+        )
     if as_json:
         echo_json(
             {
@@ -175,6 +183,7 @@ def resume(
     help="Expect run times predicted from the accounting ledger (--ledger, $HPCBRIDGE_LEDGER "
     "or the default one) instead of walltimes.",
 )
+@RECORDED_SITE_OPTION
 @_store_options
 @reports_errors
 def show(
@@ -183,6 +192,7 @@ def show(
     fmt: str,
     out: str | None,
     predict: bool,
+    site: str | None,
     state_dir: str | None,
     ledger_url: str | None,
 ) -> None:
@@ -193,7 +203,7 @@ def show(
 
     with _store(state_dir, ledger_url) as store:
         record = store.load(workflow_id)
-    with _open(record.site) as cluster:
+    with _open_recorded(record, site) as cluster:
         view = workflow_view(cluster, record)
         predicted = None
         if predict:
@@ -227,10 +237,41 @@ def _store(state_dir: str | None, ledger_url: str | None) -> Iterator[WorkflowSt
 
 
 def _open(site: str) -> Cluster:
-    """The cluster a workflow was submitted to, by the site it recorded."""
     from hpcbridge.cluster import Cluster
 
     return Cluster.from_site(site)
+
+
+def _open_recorded(record: WorkflowRecord, site: str | None) -> Cluster:
+    """The cluster of a workflow's jobs: through the site it recorded, or through --site.
+
+    --site must reach the same cluster (scheduler and cluster name) as the recorded site: job
+    ids on another cluster are other jobs, which status would cancel and resume wire new
+    stages to. A recorded site that no longer loads (a moved YAML file) cannot be compared,
+    and --site is then how the workflow is reached at all.
+    """
+    from hpcbridge.cluster import Cluster
+    from hpcbridge.errors import ConfigError
+    from hpcbridge.site import SiteConfig
+
+    if site is None:
+        return Cluster.from_site(record.site)
+    chosen = SiteConfig.load(site)
+    try:
+        recorded = SiteConfig.load(record.site)
+    except ConfigError:
+        return Cluster(chosen)
+    if _cluster_of(chosen) != _cluster_of(recorded):
+        raise click.BadParameter(
+            f"{site!r} reaches {_cluster_of(chosen)}, but workflow {record.workflow_id} was "
+            f"submitted to {_cluster_of(recorded)} (site {record.site!r})",
+            param_hint="'--site'",
+        )
+    return Cluster(chosen)
+
+
+def _cluster_of(site: SiteConfig) -> str:
+    return f"{site.scheduler} cluster {site.cluster_name or site.name!r}"
 
 
 @contextmanager
