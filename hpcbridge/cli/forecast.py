@@ -17,10 +17,13 @@ import click
 from hpcbridge.cli.options import (
     JSON_OPTION,
     LEDGER_OPTION,
+    MAX_BAD_LINES_OPTION,
     SITE_OPTION,
     UtcDate,
     echo_json,
     reports_errors,
+    terminal_progress,
+    warn_bad_lines,
 )
 
 _AS_OF = click.option(
@@ -121,21 +124,24 @@ def forecast_budget(
 
 @forecast.command("evaluate")
 @click.argument("trace_file", type=click.Path(exists=True, dir_okay=False))
+@MAX_BAD_LINES_OPTION
 @JSON_OPTION
 @reports_errors
-def forecast_evaluate(trace_file: str, as_json: bool) -> None:
+def forecast_evaluate(trace_file: str, max_bad_lines: int, as_json: bool) -> None:
     """Score the forecasts and the runtime predictor, with their baselines, on an SWF trace.
 
     Rolling origin over whole months after a 3-month warm-up; nothing after an origin is
     visible to the forecast made there. Prints every method and baseline, and the targets.
+    Malformed lines are skipped and listed with their line number and field.
     """
-    from hpcbridge.cli.options import terminal_progress
     from hpcbridge.forecast.evaluate import evaluate, group_wins, read_trace
+    from hpcbridge.ledger.sources.swf import SwfTrace
 
+    trace = SwfTrace(trace_file, max_bad_lines=max_bad_lines)
     with terminal_progress(as_json) as bar:
         task = None if bar is None else bar.add_task("reading the trace", total=None)
         jobs = read_trace(
-            trace_file,
+            trace,
             progress=None
             if bar is None or task is None
             else lambda count: bar.update(task, completed=count),
@@ -143,6 +149,7 @@ def forecast_evaluate(trace_file: str, as_json: bool) -> None:
         if bar is not None and task is not None:
             bar.update(task, description="scoring")
         result = evaluate(jobs, trace=trace_file)
+    warn_bad_lines(trace, "scored")
     if as_json:
         echo_json(_plain(asdict(result)))
         return

@@ -18,12 +18,14 @@ from hpcbridge.cli.options import (
     EXIT_PARTIAL,
     JSON_OPTION,
     LEDGER_OPTION,
+    MAX_BAD_LINES_OPTION,
     SITE_OPTION,
     Seconds,
     echo_json,
     exit_code_for,
     reports_errors,
     terminal_progress,
+    warn_bad_lines,
 )
 
 if TYPE_CHECKING:
@@ -54,8 +56,6 @@ def ledger_upgrade(ledger_url: str | None) -> None:
 
 # -- traces and usage reports ---------------------------------------------------------------
 
-_SHOWN_BAD_LINES = 20
-
 
 @ledger.command("import-swf")
 @click.argument("trace_file", type=click.Path(exists=True, dir_okay=False))
@@ -63,13 +63,7 @@ _SHOWN_BAD_LINES = 20
     "--cluster",
     help="Cluster name to file the jobs under.  [default: the file name less .swf/.gz]",
 )
-@click.option(
-    "--max-bad-lines",
-    type=click.IntRange(min=0),
-    default=100,
-    show_default=True,
-    help="Malformed job lines to skip (and list) before deciding the file is not SWF.",
-)
+@MAX_BAD_LINES_OPTION
 @LEDGER_OPTION
 @reports_errors
 def ledger_import_swf(
@@ -94,12 +88,7 @@ def ledger_import_swf(
         f"imported {written:,} jobs from {trace_file} as cluster {cluster or trace.cluster_name!r} "
         f"into {where} in {time.perf_counter() - started:.1f} s"
     )
-    if trace.bad_lines:
-        click.echo(f"warning: {len(trace.bad_lines)} malformed lines not imported:", err=True)
-        for bad in trace.bad_lines[:_SHOWN_BAD_LINES]:
-            click.echo(f"  {bad}", err=True)
-        if len(trace.bad_lines) > _SHOWN_BAD_LINES:
-            click.echo(f"  ... and {len(trace.bad_lines) - _SHOWN_BAD_LINES} more", err=True)
+    warn_bad_lines(trace, "imported")
 
 
 @contextlib.contextmanager

@@ -29,6 +29,8 @@ import click
 if TYPE_CHECKING:
     from rich.progress import Progress as RichProgress
 
+    from hpcbridge.ledger.sources.swf import SwfTrace
+
 EXIT_JOB_FAILED = 1
 EXIT_INVALID = 3
 EXIT_SCHEDULER = 4
@@ -118,6 +120,31 @@ def ledger_option(purpose: str, when_unset: str) -> Callable[[Command], Command]
 
 
 LEDGER_OPTION = ledger_option("Ledger database URL", "~/.local/share/hpcbridge/ledger.sqlite")
+
+
+MAX_BAD_LINES_OPTION = click.option(
+    "--max-bad-lines",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="Malformed job lines to skip (and list) before deciding the file is not SWF.",
+)
+_SHOWN_BAD_LINES = 20
+
+
+def warn_bad_lines(trace: SwfTrace, left_out: str) -> None:
+    """List the trace lines a command skipped on stderr, so a result read from a damaged
+    trace says so: how many, and the first ones with their line number and field.
+
+    ``left_out`` says what skipping cost them ("imported", "scored").
+    """
+    if not trace.bad_lines:
+        return
+    click.echo(f"warning: {len(trace.bad_lines)} malformed lines not {left_out}:", err=True)
+    for bad in trace.bad_lines[:_SHOWN_BAD_LINES]:
+        click.echo(f"  {bad}", err=True)
+    if len(trace.bad_lines) > _SHOWN_BAD_LINES:
+        click.echo(f"  ... and {len(trace.bad_lines) - _SHOWN_BAD_LINES} more", err=True)
 
 
 @contextlib.contextmanager

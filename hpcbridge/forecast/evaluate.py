@@ -99,9 +99,15 @@ class Evaluation:
     seconds: float = 0.0
 
 
-def read_trace(path: str | Path, *, progress: Callable[[int], None] | None = None) -> TraceJobs:
-    """A trace's jobs through the SWF importer's own parsing; ``progress`` gets jobs read."""
-    trace = SwfTrace(path)
+def read_trace(
+    source: str | Path | SwfTrace, *, progress: Callable[[int], None] | None = None
+) -> TraceJobs:
+    """A trace's jobs through the SWF importer's own parsing; ``progress`` gets jobs read.
+
+    Given an SwfTrace rather than a path, its ``bad_lines`` then list the lines skipped, for
+    the caller to report as ``ledger import-swf`` does.
+    """
+    trace = source if isinstance(source, SwfTrace) else SwfTrace(source)
     columns: list[list[float]] = [[], [], [], [], []]
     finished: list[bool] = []
     users: dict[str | None, int] = {}
