@@ -63,6 +63,12 @@ FAILURES = frozenset(
 )
 
 
+CONTINUED_STATUS = 75
+"""Exit status of a run that reached its limit and handed the work to a job it submitted (on
+PBS, where qrerun takes operator rights): EX_TEMPFAIL of sysexits.h, "try again later". Not 0,
+so nothing waiting ``afterok`` on this job takes the unfinished work for done."""
+
+
 def checkpoint_context(spec: JobSpec) -> dict[str, Any]:
     """The wrapper's commands for the template: shell code the user wrote, so not quoted."""
     if spec.checkpoint is None:
@@ -71,6 +77,7 @@ def checkpoint_context(spec: JobSpec) -> dict[str, Any]:
     return {
         "checkpoint_command": ShellCode(spec.checkpoint.command.rstrip("\n")),
         "restart_command": None if restart is None else ShellCode(restart.rstrip("\n")),
+        "continued_status": CONTINUED_STATUS,
     }
 
 
@@ -233,8 +240,9 @@ class Event:
 
     ``kind`` is ``start`` (fields: checkpoint resumed from or "-", its creation epoch or "-"),
     ``commit`` (name, creation epoch, reason), ``corrupt`` (name), ``refused``
-    (max_restarts) or ``finished``. ``attempt`` counts the runs of ``job_id`` the wrapper saw,
-    from 1.
+    (max_restarts), ``continued`` (the job submitted to carry on where a PBS qrerun was
+    refused) or ``finished``. ``attempt`` counts the runs of ``job_id`` the wrapper saw, from
+    1, and goes on counting in a job that continues it.
     """
 
     kind: str

@@ -125,11 +125,21 @@ hpcbridge_ck_save() {
     rmdir -- "$lock"
 }
 
-# Earlier runs of this job id in the log: the attempt number, and the max_restarts guard.
+# Earlier runs in the log: the attempt number, and the max_restarts guard. A job that an earlier
+# run submitted again (its "continued" event names this job) goes on counting that run's
+# attempts, so max_restarts bounds the whole chain. Read newest first, each link is met before
+# the one it continues.
 hpcbridge_ck_attempt=1
+hpcbridge_ck_chain=" $hpcbridge_ck_job "
 if [ -f "$hpcbridge_ck_dir/attempts.log" ]; then
+    while IFS=$'\t' read -r hpcbridge_ck_kind _ hpcbridge_ck_logged _ _ hpcbridge_ck_next _; do
+        [ "$hpcbridge_ck_kind" = continued ] &&
+            [[ $hpcbridge_ck_chain == *" $hpcbridge_ck_next "* ]] &&
+            hpcbridge_ck_chain+="$hpcbridge_ck_logged "
+    done < <(tac -- "$hpcbridge_ck_dir/attempts.log")
     while IFS=$'\t' read -r hpcbridge_ck_kind _ hpcbridge_ck_logged _; do
-        [ "$hpcbridge_ck_kind" = start ] && [ "$hpcbridge_ck_logged" = "$hpcbridge_ck_job" ] &&
+        [ "$hpcbridge_ck_kind" = start ] &&
+            [[ $hpcbridge_ck_chain == *" $hpcbridge_ck_logged "* ]] &&
             hpcbridge_ck_attempt=$((hpcbridge_ck_attempt + 1))
     done <"$hpcbridge_ck_dir/attempts.log"
 fi
@@ -202,12 +212,23 @@ hpcbridge_ck_at_limit() {
     hpcbridge_ck_log "SIGUSR1: the time limit is near; checkpointing"
     hpcbridge_ck_stop_timer
     hpcbridge_ck_save limit || hpcbridge_ck_log "a restart will use the newest earlier checkpoint, if any"
+    local next
     if ! declare -F hpcbridge_requeue >/dev/null; then
         hpcbridge_ck_log "this scheduler cannot requeue a job from inside it; exiting"
     elif hpcbridge_requeue; then
         hpcbridge_ck_log "requeued job $hpcbridge_ck_job"
-    else
+    elif ! declare -F hpcbridge_resubmit >/dev/null; then
         hpcbridge_ck_log "requeue of job $hpcbridge_ck_job failed"
+        hpcbridge_ck_stop_work
+        exit 1
+    elif next=$(hpcbridge_resubmit) && [ -n "$next" ]; then
+        hpcbridge_ck_log "requeue of job $hpcbridge_ck_job refused (it takes operator rights);" \
+            "the work continues from the checkpoint in job $next, which starts when this one ends"
+        hpcbridge_ck_event continued "$next"
+        hpcbridge_ck_stop_work
+        exit 75
+    else
+        hpcbridge_ck_log "requeue of job $hpcbridge_ck_job refused, and submitting it again failed"
         hpcbridge_ck_stop_work
         exit 1
     fi
