@@ -11,7 +11,14 @@ or on any configured site, unchanged:
 Stages are chained with the scheduler's own dependencies (afterok), so once submitted the
 pipeline would finish even if this script exited; here it waits, prints what happened, then
 syncs the site's accounting into the ledger (a private SQLite file unless --ledger or
-$HPCBRIDGE_LEDGER names another) and prints what the pipeline used.
+$HPCBRIDGE_LEDGER names another) and prints what the pipeline used, read back from it.
+
+The ledger keeps one row per attempt: a job requeued twice ran three times and has three
+attempts, so this pipeline's six jobs (prepare, four array tasks, summarize) are six attempts
+only when nothing was requeued. A sync reads the cluster's accounting since its last sync less
+an overlap, so it reads other users' jobs too, and again ones the ledger already holds
+(rewritten unchanged): that count is the sync's, not the pipeline's. A sync that fails says
+why, and the script then exits 1.
 """
 
 from __future__ import annotations
@@ -21,13 +28,15 @@ import os
 import re
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlalchemy import select
+
 from hpcbridge import Cluster, JobSpec
+from hpcbridge.ledger.schema import Cluster as ClusterRow
+from hpcbridge.ledger.schema import JobAttempt
 from hpcbridge.ledger.store import Ledger, default_ledger_url
-from hpcbridge.ledger.sync import sources_for, sync
-from hpcbridge.ledger.usage import usage_report
+from hpcbridge.ledger.sync import SyncStatus, sources_for, sync
 
 PREPARE = "seq 1 4 > inputs.txt && echo prepared $(wc -l < inputs.txt) inputs"
 SIMULATE = """\
@@ -52,19 +61,46 @@ def job_order(job_id: str) -> tuple[int, int]:
     return int(match.group(1)), int(task) if task else -1
 
 
-def account_for(cluster: Cluster, url: str | None, began: datetime) -> str:
-    """Sync the site's accounting into the ledger; what the jobs since ``began`` used."""
+def account_for(
+    cluster: Cluster, url: str | None, job_ids: list[str], jobs: int
+) -> tuple[bool, list[str]]:
+    """Sync the site's accounting into the ledger, then read back what ``job_ids`` (``jobs``
+    jobs, array tasks counted one by one) used: whether the sync read everything, and the
+    lines to print, with the reason of every source that failed."""
     site = cluster.site
     name = site.cluster_name or site.name
     url = url or os.environ.get("HPCBRIDGE_LEDGER") or default_ledger_url()
     with Ledger.open(url) as ledger:
         result = sync(ledger, name, site.scheduler, sources_for(site, cluster.transport))
-        used = usage_report(ledger, ["user"], began, datetime.now(UTC), cluster=name).total
-    return (
-        f"ledger {url}: sync {result.status}, {result.rows} attempts written; "
-        f"jobs started since the pipeline began: {used.jobs}, "
-        f"{used.core_hours * 3600:.1f} core-seconds"
+        with ledger.transaction(read_only=True) as connection:
+            attempts = connection.execute(
+                select(
+                    JobAttempt.job_id,
+                    JobAttempt.array_index,
+                    JobAttempt.alloc_cpus,
+                    JobAttempt.elapsed_s,
+                )
+                .join(ClusterRow, JobAttempt.cluster_id == ClusterRow.id)
+                .where(ClusterRow.name == name, JobAttempt.job_id.in_(job_ids))
+            ).all()
+    sources = ", ".join(outcome.source for outcome in result.outcomes)
+    lines = [
+        f"ledger {url}: sync {result.status}, {result.rows} attempt records of cluster "
+        f"{name!r} read from {sources} and upserted (every user's, since the last sync less "
+        "an overlap, or ledger.first_sync back on a new ledger)"
+    ]
+    lines += [
+        f"sync of {outcome.source} failed: {outcome.error}"
+        for outcome in result.outcomes
+        if outcome.error is not None
+    ]
+    found = {(row.job_id, row.array_index) for row in attempts}
+    core_seconds = sum((row.alloc_cpus or 0) * (row.elapsed_s or 0) for row in attempts)
+    lines.append(
+        f"this pipeline in the ledger: {len(found)} of its {jobs} jobs, in {len(attempts)} "
+        f"attempts (one per run: a requeued job has several), {core_seconds} core-seconds"
     )
+    return result.status is SyncStatus.OK, lines
 
 
 def main() -> int:
@@ -90,7 +126,6 @@ def main() -> int:
         )
 
     started = time.monotonic()
-    began = datetime.now(UTC).replace(microsecond=0)
     with Cluster.from_site(args.site) as cluster:
         prepare = cluster.submit(stage("prepare", PREPARE))
         simulate = cluster.submit(
@@ -109,7 +144,8 @@ def main() -> int:
         )
         finished = cluster.wait([prepare, simulate, summarize], timeout=600)
         everything = cluster.status([prepare, simulate, summarize])
-        accounted = account_for(cluster, args.ledger, began)
+        jobs = sum(job_id != simulate for job_id in everything)  # the array counts as its tasks
+        synced, accounted = account_for(cluster, args.ledger, [prepare, simulate, summarize], jobs)
 
     submitted = min(info.submit_time for info in everything.values() if info.submit_time)
     print(f"\n{'job':<8} {'name':<10} {'state':<10} {'exit':>4} {'started':>8} {'ran':>6}")
@@ -127,8 +163,9 @@ def main() -> int:
     summary = next(workdir.glob("summarize-*.out"), None)
     if summary is not None:
         print(summary.read_text().strip())
-    print(accounted)
-    return 0 if all(info.state.value == "COMPLETED" for info in finished.values()) else 1
+    print("\n".join(accounted))
+    completed = all(info.state.value == "COMPLETED" for info in finished.values())
+    return 0 if synced and completed else 1
 
 
 if __name__ == "__main__":
