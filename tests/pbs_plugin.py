@@ -108,6 +108,11 @@ class PbsEmulator:
         switch = "down" if kind.startswith("node_d") or kind == "node_up" else "offline"
         return admin.set_node(self._home, node, **{switch: kind in ("node_down", "node_offline")})
 
+    def set_next_job_id(self, seq: int) -> None:
+        """Number the next job `seq` (before the first command), so a test replaying a capture
+        gets the capture's job ids."""
+        admin.set_next_seq(self._home, seq)
+
     def start(self) -> int:
         """Start the server now (commands would start it on first use); its pid."""
         return admin.start(self._home)
@@ -250,6 +255,9 @@ def pbs_emulator(
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "pbs_config(**settings): PBS emulator settings for the pbs_emulator fixture"
+    )
+    config.addinivalue_line(
+        "markers", "first_job_id(seq): the id of the first job a reference replay submits"
     )
 
 

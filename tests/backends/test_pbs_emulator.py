@@ -43,6 +43,7 @@ REFERENCE_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/games:/usr/games:/opt/
 USER = "hpcuser"
 # qsub copies these into Variable_List; the reference user had exactly these set.
 REFERENCE_ENV: dict[str, str | None] = {
+    "PBS_EMULATOR_HOST": "localhost",  # the reference's clients came from localhost
     "HOME": "/home/hpcuser",
     "LOGNAME": "hpcuser",
     "PATH": None,
@@ -89,9 +90,11 @@ def cases(name: str) -> dict[str, Case]:
         code = int(rest.split("[exit code] ", 1)[1].split()[0])
         assert user
         assert command
-        out[title.strip()] = Case(
-            title.strip(), user.group(1), command.group(1), stdout, stderr, code
-        )
+        key, count = title.strip(), 1
+        while key in out:  # a title used twice ("submit (sleep 8)"): the second is "... #2"
+            count += 1
+            key = f"{title.strip()} #{count}"
+        out[key] = Case(key, user.group(1), command.group(1), stdout, stderr, code)
     return out
 
 
@@ -1035,3 +1038,531 @@ def test_hold_types_are_printed_in_the_order_pbs_prints_them(pbs_emulator: PbsEm
     )["Jobs"]["261.vm"]
     assert shown[child]["Hold_Types"] == reference["Hold_Types"] == "su"
     pbs_emulator.run("qdel", child, parent)
+
+
+# ---- the multi-* captures (OpenPBS 23.06.06, jobs 254.vm to 276.vm) ----------------------------
+# Each test below replays one *_cases.txt file: the same commands in the same order, as the same
+# users, with job ids starting where the capture's did, and compares every answer: stderr and
+# exit code verbatim, stdout after masking what must differ (times, session ids, usage figures,
+# host names). Scripts that the capture ran as ``sleep N`` wait on a gate file instead, so a
+# moment such as "subjobs 1-2 done, 3-4 running" is reached by a condition, not by timing.
+OPERATOR = {"operators": ["hpcuser@*"]}  # hpcuser was a server operator for these captures
+# What MoM reports after a job starts; the capture caught jobs of a few seconds before that
+# first report, the emulator knows them at once (see tests/cluster/pbs/README.md).
+FIRST_REPORT = ("resources_used", "session_id", "jobdir")
+# Compared in running jobs only by the tests of captures that caught them later than that
+# (substate 41 until MoM reports the job running, 42 after).
+JUST_STARTED = (*FIRST_REPORT, "substate")
+
+
+def gate(name: str) -> str:
+    """A job script that runs until the test opens gate `name` (a file in the job's HOME)."""
+    return f"until [ -e {name} ]; do sleep 0.05; done"
+
+
+def open_gate(pbs: PbsEmulator, name: str) -> None:
+    (pbs.home / "jobhome" / name).touch()
+
+
+def _text_blocks(text: str) -> list[tuple[str, str, str]]:
+    """(label, unwrapped value, raw lines) of each ``    label = value`` of qstat -f text."""
+    out: list[tuple[str, str, str]] = []
+    for line in text.split("\n"):
+        if line.startswith("\t") and out:
+            label, value, raw = out[-1]
+            out[-1] = (label, value + line[1:], raw + "\n" + line)
+        elif line.startswith("    ") and " = " in line:
+            label, _, value = line[4:].partition(" = ")
+            out.append((label, value, line))
+        else:
+            out.append(("", line, line))
+    return out
+
+
+def _masked_text_value(label: str, value: str) -> str:
+    key = label.split(".", maxsplit=1)[0]
+    if key == "resources_used" and label != "resources_used.ncpus":
+        return "<usage>"
+    if key == "Variable_List":
+        return ",".join(item.split("=")[0] for item in output_split(value))
+    return str(_masked(key, value))
+
+
+def output_split(value: str) -> list[str]:
+    return re.split(r"(?<!\\),", value)
+
+
+def comparable(stdout: str, ignore: tuple[str, ...] = ()) -> Any:
+    """A command's stdout with volatile values masked, in a form that compares structure:
+    JSON by keys and masked values, -f text attribute by attribute, tables line by line."""
+    if stdout.startswith("{"):
+        document = json.loads(stdout)
+        jobs = {
+            job_id: {
+                k: v
+                for k, v in normalize(job).items()
+                if k not in ignore and not (k in JUST_STARTED and job["job_state"] == "R")
+            }
+            for job_id, job in document.pop("Jobs", {}).items()
+        }
+        return list(document), jobs
+    if "Job Id: " in stdout or stdout.startswith("    "):
+        return [
+            (label, _masked_text_value(label, value) if label else value)
+            for label, value, _ in _text_blocks(stdout)
+            if label.split(".")[0] not in ignore
+        ]
+    return [  # a running job's usage reads "0" before MoM's first report
+        line[:52] + "<used>" + line[60:]
+        if len(line.split()) == 6 and line.split()[4] == "R"
+        else line
+        for line in masked_table(stdout.splitlines())
+    ]
+
+
+def assert_comparable(ours: str, theirs: str, where: str, ignore: tuple[str, ...] = ()) -> None:
+    """comparable() of both equal, failing on the first job and attribute that differs."""
+    mine, reference = comparable(ours, ignore), comparable(theirs, ignore)
+    if isinstance(mine, tuple) and isinstance(reference, tuple):
+        assert mine[0] == reference[0], where
+        assert list(mine[1]) == list(reference[1]), where
+        for job_id, job in mine[1].items():
+            assert list(job) == list(reference[1][job_id]), (where, job_id)
+            for key, value in job.items():
+                assert value == reference[1][job_id][key], (where, job_id, key)
+    assert mine == reference, where
+
+
+def assert_same_wrapping(ours: str, theirs: str) -> None:
+    """Where an attribute has the same value, qstat -f must cut it into the same lines."""
+    mine = {label: (value, raw) for label, value, raw in _text_blocks(ours) if label}
+    for label, value, raw in _text_blocks(theirs):
+        if label in mine and mine[label][0] == value:
+            assert mine[label][1] == raw, label
+
+
+class Replay:
+    """Runs the cases of one capture file on the emulator and compares each answer."""
+
+    def __init__(self, site: Site, file: str, scripts: dict[str, str] | None = None) -> None:
+        self.site = site
+        self.cases = cases(file)
+        self.file = file
+        self.scripts = scripts or {}
+
+    def __call__(self, title: str, *, ignore: tuple[str, ...] = ()) -> Any:
+        case = self.cases[title]
+        command = case.command
+        for sleep, script in self.scripts.items():
+            command = command.replace(f"echo '{sleep}'", f"echo '{script}'")
+        result = self.site.run("bash", "-c", command, user=case.user)
+        stdout = result.stdout
+        where = f"{self.file}: {title}"
+        assert result.stderr == case.stderr, where
+        assert result.returncode == case.exit_code, where
+        assert_comparable(stdout, case.stdout, where, ignore)
+        if "Job Id: " in stdout or stdout.startswith("    "):
+            assert_same_wrapping(stdout, case.stdout)
+        return result
+
+
+@pytest.fixture
+def replay_site(pbs_emulator: PbsEmulator, tmp_path: Path, request: pytest.FixtureRequest) -> Site:
+    """The reference machine, hpcuser an operator, ids starting at the marker's first id."""
+    marker = request.node.get_closest_marker("first_job_id")
+    assert marker is not None
+    pbs_emulator.set_next_job_id(marker.args[0])
+    pbs_emulator.configure(**VM, **OPERATOR)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    return Site(pbs_emulator, workdir)
+
+
+def wait_until(predicate: Any, timeout: float = 30, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what or predicate}"
+        time.sleep(0.02)
+
+
+def comment_of(site: Site, job_id: str) -> str:
+    return str((site.pbs.job(job_id) or {}).get("comment", ""))
+
+
+@pytest.mark.first_job_id(254)
+def test_replay_multi_id_finished_jobs(replay_site: Site) -> None:
+    """multi-id_qstat_cases.txt, the finished-jobs part; and the two stand-alone files."""
+    site = replay_site
+    replay = Replay(site, "multi-id_qstat_cases.txt")
+    for title in ("submit first short job (sleep 2)", "submit second short job (exit 3)"):
+        replay(title)
+    replay("submit third short job (sleep 2)")
+    for job_id in ("254.vm", "255.vm", "256.vm"):
+        site.wait(job_id, "F")
+    titles = [t for t in replay.cases if not t.startswith(("submit", "two RUNNING"))]
+    for title in titles:
+        # 255.vm (exit 3) ended before the real MoM reported its session: no session_id.
+        replay(title, ignore=("session_id",))
+    ours = site.run("qstat", "-f", "-x", "-t", "-F", "json", "254.vm", "255.vm", "256.vm")
+    theirs = (REFERENCE / "multi-id_qstat-f-x-t-F-json_three-finished.json").read_text()
+    assert comparable(ours.stdout) == comparable(theirs)
+    text = site.run("qstat", "-f", "-x", "-t", "254.vm", "255.vm", "256.vm").stdout
+    theirs = (REFERENCE / "multi-id_qstat-f-x-t_three-finished.txt").read_text()
+    assert comparable(text, ("session_id",)) == comparable(theirs, ("session_id",))
+    assert_same_wrapping(text, theirs)
+
+
+@pytest.mark.first_job_id(273)
+def test_replay_multi_id_running_jobs(replay_site: Site) -> None:
+    """multi-id_qstat_cases.txt, the two-running-jobs part (JSON, DSV, text)."""
+    replay = Replay(replay_site, "multi-id_qstat_cases.txt", {"sleep 8": gate("end")})
+    replay("submit (sleep 8)")
+    replay("submit (sleep 8) #2")
+    replay_site.wait("274.vm", "R")
+    replay_site.wait("273.vm", "R")
+    # Caught before MoM's first usage report: no resources_used yet (ours report at once).
+    replay("two RUNNING jobs, JSON, no -x")
+    replay("two RUNNING jobs, text", ignore=JUST_STARTED)
+    dsv = replay_site.run("qstat", "-f", "-F", "dsv", "273.vm", "274.vm").stdout
+    theirs = replay.cases["two RUNNING jobs, DSV"].stdout
+
+    def labels(text: str) -> list[list[str]]:
+        names = [[f.split("=")[0] for f in line.split("|")] for line in text.splitlines()]
+        return [[n for n in line if n.split(".")[0] not in JUST_STARTED] for line in names]
+
+    assert labels(dsv) == labels(theirs)
+    open_gate(replay_site.pbs, "end")
+
+
+def reference_accounting(job_ids: set[str]) -> list[tuple[str, str, str]]:
+    """(type, job id, message) of the capture's accounting extract for `job_ids`."""
+    out = []
+    for line in reference_lines("multi-accounting_log_jobs-254-276.txt"):
+        _, kind, job_id, message = line.split(";", 3)
+        if job_id in job_ids:
+            out.append((kind, job_id, message))
+    return out
+
+
+def assert_same_accounting(site: Site, job_ids: set[str]) -> None:
+    """Per job: the same record types in the same order, each of the same shape (fields in
+    the same order, trailing space or not), and D/A messages verbatim."""
+    ours = [(kind, job_id, message) for _, kind, job_id, message in site.pbs.accounting_records()]
+    for job_id in sorted(job_ids):
+        mine = [(k, m) for k, j, m in ours if j == job_id]
+        theirs = [(k, m) for k, j, m in reference_accounting({job_id})]
+        assert [k for k, _ in mine] == [k for k, _ in theirs], job_id
+        for (kind, message), (_, reference) in zip(mine, theirs, strict=True):
+            if kind in "DA":
+                assert (message) == reference, job_id
+            else:
+                assert record_shape(kind, message) == record_shape(kind, reference), job_id
+
+
+def walltime_seconds(message: str) -> int | None:
+    fields = dict(f.split("=", 1) for f in message.split(" ") if "=" in f)
+    text = fields.get("resources_used.walltime")
+    if text is None:
+        return None
+    hours, minutes, seconds = map(int, text.split(":"))
+    return hours * 3600 + minutes * 60 + seconds
+
+
+@pytest.mark.first_job_id(257)
+def test_replay_multi_noid_and_qdel_of_queued_and_running_jobs(replay_site: Site) -> None:
+    """multi-noid_qstat_cases.txt (2 R + 1 Q, every job listed with no ids, JSON and text),
+    the history listing's layout, and the first part of multi-qdel_comment-wrap_cases.txt."""
+    site = replay_site
+    replay = Replay(site, "multi-noid_qstat_cases.txt", {"sleep 30": gate("noid")})
+    replay("submit (sleep 30)")
+    replay("submit (sleep 30) #2")
+    replay("submit (sleep 30; stays queued: both cpus busy)")
+    site.wait("257.vm", "R")
+    site.wait("258.vm", "R")
+    wait_until(lambda: "Not Running" in comment_of(site, "259.vm"), what="259.vm's comment")
+    replay("no ids: 2 running + 1 queued, JSON")
+    replay("no ids: same moment, text")
+    live = site.run("qstat", "-f", "-F", "json").stdout
+    assert comparable(live) == comparable(
+        (REFERENCE / "multi-noid_qstat-f-F-json_2R-1Q.json").read_text()
+    )
+    # The full history at that moment: parents only, in id order, each job as the capture's.
+    history = json.loads(site.run("qstat", "-x", "-f", "-F", "json").stdout)["Jobs"]
+    reference = json.loads((REFERENCE / "multi-noid_qstat-x-f-F-json_all-history.json").read_text())
+    theirs = reference["Jobs"]
+    assert list(theirs) == sorted(theirs, key=lambda j: int(j.split("[")[0].split(".")[0]))
+    assert not any(re.search(r"\[\d+\]", job_id) for job_id in theirs)
+    assert list(history) == ["257.vm", "258.vm", "259.vm"]
+    for job_id, job in history.items():
+        assert normalize(job) == normalize(theirs[job_id]), job_id
+    wrap = Replay(site, "multi-qdel_comment-wrap_cases.txt")
+    wrap("qdel a QUEUED job (259.vm)")
+    wrap("qdel a RUNNING job (257.vm)")
+    site.wait("257.vm", "F")
+    for title in (
+        "deleted while QUEUED (259.vm), text",
+        "deleted while RUNNING (257.vm), text",
+        "deleted while QUEUED (259.vm), JSON",
+        "deleted while RUNNING (257.vm), JSON",
+    ):
+        wrap(title)
+    for job_id, file in (
+        ("259.vm", "multi-qdel_qstat-x-f_deleted-while-queued.txt"),
+        ("257.vm", "multi-qdel_qstat-x-f_deleted-while-running.txt"),
+    ):
+        ours = site.run("qstat", "-x", "-f", job_id).stdout
+        theirs_text = (REFERENCE / file).read_text()
+        assert comparable(ours) == comparable(theirs_text), file
+        assert_same_wrapping(ours, theirs_text)
+    open_gate(site.pbs, "noid")
+    site.wait("258.vm", "F")
+    assert_same_accounting(site, {"257.vm", "258.vm", "259.vm"})
+
+
+@pytest.mark.first_job_id(275)
+def test_replay_multi_qdel_of_a_queued_job_with_a_long_comment(replay_site: Site) -> None:
+    """multi-qdel_comment-wrap_cases.txt, second part: the comment is cut at 79 columns."""
+    site = replay_site
+    replay = Replay(site, "multi-qdel_comment-wrap_cases.txt", {"sleep 20": gate("busy")})
+    replay("submit a 1-cpu job (sleep 20) to keep one cpu busy")
+    site.wait("275.vm", "R")
+    replay("submit a job that needs both cpus (stays queued)")
+    wait_until(lambda: "Not Running" in comment_of(site, "276.vm"), what="276.vm's comment")
+    replay("queued job comment before qdel (276.vm)")
+    replay("qdel the QUEUED wide job (276.vm)")
+    replay("deleted while QUEUED with a long comment (276.vm), text")
+    replay("deleted while QUEUED with a long comment (276.vm), JSON")
+    ours = site.run("qstat", "-x", "-f", "276.vm").stdout
+    theirs = (REFERENCE / "multi-qdel_qstat-x-f_deleted-while-queued-long-comment.txt").read_text()
+    assert comparable(ours) == comparable(theirs)
+    assert_same_wrapping(ours, theirs)
+    open_gate(site.pbs, "busy")
+    site.wait("275.vm", "F")
+    assert_same_accounting(site, {"275.vm", "276.vm"})
+
+
+@pytest.mark.first_job_id(260)
+def test_replay_multi_hold_types(replay_site: Site) -> None:
+    """multi-hold-types_cases.txt: every case, in order; the JSON and text files beside it."""
+    site = replay_site
+    replay = Replay(site, "multi-hold-types_cases.txt", {"sleep 30": gate("parent")})
+    titles = list(replay.cases)
+    finished_parent = titles.index(
+        "parent 260.vm finished OK: the child keeps only the user hold, JSON (261.vm)"
+    )
+    for title in titles[:finished_parent]:
+        if title == "dependency child before qhold (261.vm), Hold_Types line":
+            site.wait("260.vm", "R")
+        if title == "qstat right after releasing every hold (262.vm)":
+            site.wait("262.vm", "R")  # released: it runs at once (its E record follows)
+        replay(title)
+        if title == "after qhold: dependency + user hold, JSON (261.vm)":
+            ours = site.run("qstat", "-f", "-F", "json", "261.vm").stdout
+            theirs = REFERENCE / "multi-hold_qstat-f-F-json_dependency-plus-qhold.json"
+            assert comparable(ours) == comparable(theirs.read_text())
+            text = site.run("qstat", "-f", "261.vm").stdout
+            theirs = REFERENCE / "multi-hold_qstat-f_dependency-plus-qhold.txt"
+            assert comparable(text) == comparable(theirs.read_text())
+        if title == "o hold only, JSON (262.vm)":
+            ours = site.run("qstat", "-f", "-F", "json", "262.vm").stdout
+            theirs = REFERENCE / "multi-hold_qstat-f-F-json_operator-hold.json"
+            assert comparable(ours) == comparable(theirs.read_text())
+        if title == "all three holds, JSON (262.vm)":
+            ours = site.run("qstat", "-f", "-F", "json", "262.vm").stdout
+            theirs = REFERENCE / "multi-hold_qstat-f-F-json_uos.json"
+            assert comparable(ours) == comparable(theirs.read_text())
+    open_gate(site.pbs, "parent")
+    site.wait("260.vm", "F")
+    for title in titles[finished_parent:]:
+        if title == "child finished (261.vm), JSON":
+            site.wait("261.vm", "F")
+        replay(title)
+        if title.startswith("parent 260.vm finished OK"):
+            ours = site.run("qstat", "-f", "-F", "json", "261.vm").stdout
+            theirs = REFERENCE / "multi-hold_qstat-f-F-json_dependency-released-user-hold-left.json"
+            assert comparable(ours) == comparable(theirs.read_text())
+    site.wait("262.vm", "F")
+    assert_same_accounting(site, {"260.vm", "261.vm", "262.vm"})
+
+
+@pytest.mark.first_job_id(263)
+def test_replay_multi_qrerun_and_qsub_as_plain_user_then_operator(replay_site: Site) -> None:
+    """multi-qrerun_non-operator_cases.txt (qmgr included), with the cases of
+    multi-qsub_errors_plain-user_cases.txt where the capture ran them (the first six inside
+    the plain-user window), and multi-tracejob_rerun_cases.txt at the end."""
+    site = replay_site
+    replay = Replay(site, "multi-qrerun_non-operator_cases.txt", {"sleep 25": gate("rerun")})
+    errors = Replay(site, "multi-qsub_errors_plain-user_cases.txt")
+    replay("submit (sleep 25)")
+    site.wait("263.vm", "R")
+    # 264.vm is multi-walltime's job (still running in the capture); here it runs to a gate.
+    assert site.qsub("-N", "wall5", stdin=gate("rerun") + "\n") == "264.vm"
+    site.wait("264.vm", "R")
+    rerun_titles, error_titles = list(replay.cases), list(errors.cases)
+    for title in rerun_titles[1:7]:
+        replay(title)
+    for title in error_titles[:5]:
+        errors(title)
+    wait_until(lambda: "Can Never Run" in comment_of(site, "268.vm"), what="268.vm's comment")
+    site.wait("266.vm", "F")
+    listing = site.run("qstat", "-x", "-t")
+    case = errors.cases["qstat of the jobs just accepted"]
+    # The capture lists the whole history; the jobs of this scenario are 263.vm onwards.
+    theirs = [
+        line
+        for line in case.stdout.splitlines()
+        if not line[:1].isdigit() or int(re.split(r"[.\[]", line)[0]) >= 263
+    ]
+    assert comparable(listing.stdout) == comparable("\n".join(theirs) + "\n")
+    # The capture's restore met an operator an unrecorded call had just re-added.
+    assert site.run("qmgr", "-c", "set server operators += hpcuser@*", user="root").returncode == 0
+    replay(rerun_titles[7])
+    replay("operators attribute now #2")
+    errors(error_titles[6])
+    ours = site.run("qstat", "-f", "-F", "json", "-t", "267[].vm").stdout
+    theirs_json = REFERENCE / "multi-qsub_qstat-t-f-F-json_array-with-dependency.json"
+    assert_comparable(ours, theirs_json.read_text(), theirs_json.name)
+    for title in error_titles[7:]:
+        errors(title)
+    replay("qrerun the same RUNNING job as its owner, now an operator again (263.vm)")
+    wait_until(lambda: (site.pbs.job("263.vm") or {}).get("run_count") == 2, what="second run")
+    site.wait("263.vm", "R")
+    replay("qstat right after the accepted qrerun (263.vm)")
+    replay("running again after qrerun (263.vm), run_count line")
+    open_gate(site.pbs, "rerun")
+    site.wait("263.vm", "F")
+    replay("rerun job finished (263.vm), JSON")
+    assert_same_accounting(site, {"263.vm", "266.vm", "267[].vm", "268.vm", "269.vm"})
+    trace = cases("multi-tracejob_rerun_cases.txt")[
+        "tracejob of the job that was refused a qrerun as a plain user, then rerun by its "
+        "owner as operator (263.vm)"
+    ]
+    lines = site.run("tracejob", "263.vm", user="root").stdout.splitlines()
+    assert lines[:3] == trace.stdout.splitlines()[:3]
+    ours = [(line[21:]) for line in lines[3:]]
+    theirs = [line[21:] for line in trace.stdout.splitlines()[3:]]
+    for message in (
+        "S    Job Rerun at request of hpcuser@localhost",
+        "M    signal job with Rerun",
+        "M    Obit sent",
+    ):
+        assert message in ours
+        assert message in theirs
+    for prefix in ("S    Job Run at request of Scheduler@", "M    Started, pid = "):
+        assert (
+            sum(m.startswith(prefix) for m in ours)
+            == 2
+            == sum(m.startswith(prefix) for m in theirs)
+        )
+    assert not any("Unauthorized" in m for m in ours + theirs)  # a refusal leaves no trace
+    assert [m[0] for m in ours].count("A") == [m[0] for m in theirs].count("A") == 5  # QSRSE
+
+
+@pytest.mark.first_job_id(264)
+def test_replay_multi_walltime(replay_site: Site) -> None:
+    """multi-walltime_cases.txt: killed at its walltime, Exit_status -29. The real MoM noticed
+    13 s late (walltime 00:00:18 for a 5 s limit); the emulator checks to the second."""
+    replay = Replay(replay_site, "multi-walltime_cases.txt")
+    replay("submit with walltime 5 s running sleep 30")
+    job = replay_site.wait("264.vm", "F", timeout=30)
+    assert job["resources_used"]["walltime"] == "00:00:05"
+    replay("walltime exceeded (264.vm), JSON")
+    replay("walltime exceeded (264.vm), text")
+    ours = replay_site.run("qstat", "-x", "-f", "-F", "json", "264.vm").stdout
+    theirs = (REFERENCE / "multi-walltime_qstat-x-f-F-json.json").read_text()
+    assert_comparable(ours, theirs, "multi-walltime_qstat-x-f-F-json.json")
+    assert_same_accounting(replay_site, {"264.vm"})
+
+
+ARRAY_GATES = {  # subjob N of the capture's `sleep` arrays runs until gate N is opened
+    sleep: "until [ -e gate$PBS_ARRAY_INDEX ]; do sleep 0.05; done"
+    for sleep in ("sleep 10", "sleep 8", "sleep 4")
+}
+
+
+def sub_states(site: Site, array: str) -> list[str]:
+    jobs = site.json("-x", "-t", array)["Jobs"]
+    return [job["job_state"] for job_id, job in jobs.items() if job_id != array]
+
+
+@pytest.mark.first_job_id(270)
+def test_replay_multi_array_limit2(replay_site: Site) -> None:
+    """multi-array-limit2_cases.txt: ``-J 1-4%2`` shows max_run_subjobs and never runs more
+    than two; the JSON files of the running and finished array."""
+    site = replay_site
+    replay = Replay(site, "multi-array-limit2_cases.txt", ARRAY_GATES)
+    titles = list(replay.cases)
+    replay(titles[0])
+    wait_until(lambda: sub_states(site, "270[].vm") == ["R", "R", "Q", "Q"], what="1-2 running")
+    for title in titles[1:6]:
+        replay(title)
+    for name, file in ((("-t",), "multi-array_qstat-f-F-json-t_running.json"),):
+        assert_comparable(
+            site.run("qstat", "-f", "-F", "json", *name, "270[].vm").stdout,
+            (REFERENCE / file).read_text(),
+            file,
+        )
+    for index in (1, 2):
+        open_gate(site.pbs, f"gate{index}")
+    wait_until(lambda: sub_states(site, "270[].vm") == ["X", "X", "R", "R"], what="3-4 running")
+    assert "Running:2 " in site.json("270[].vm")["Jobs"]["270[].vm"]["array_state_count"]
+    for index in (3, 4):
+        open_gate(site.pbs, f"gate{index}")
+    site.wait("270[].vm", "F")
+    for title in titles[6:]:
+        replay(title)
+    for options, file in (
+        ((), "multi-array_qstat-x-f-F-json_finished-parent.json"),
+        (("-t",), "multi-array_qstat-x-f-F-json-t_finished.json"),
+    ):
+        ours = site.run("qstat", "-x", "-f", "-F", "json", *options, "270[].vm").stdout
+        assert_comparable(ours, (REFERENCE / file).read_text(), file)
+    assert_same_accounting(site, {"270[].vm", *(f"270[{i}].vm" for i in range(1, 5))})
+
+
+@pytest.mark.first_job_id(271)
+def test_replay_multi_array_midrun(replay_site: Site) -> None:
+    """multi-array-midrun_cases.txt: finished subjobs show X in plain ``qstat -t`` while the
+    array runs, and the parent, still B, already carries Exit_status 0."""
+    site = replay_site
+    replay = Replay(site, "multi-array-midrun_cases.txt", ARRAY_GATES)
+    titles = list(replay.cases)
+    replay(titles[0])
+    site.wait("271[2].vm", "R")
+    for index in (1, 2):
+        open_gate(site.pbs, f"gate{index}")
+    wait_until(lambda: sub_states(site, "271[].vm") == ["X", "X", "R", "R"], what="3-4 running")
+    for title in titles[1:-1]:
+        replay(title)
+    ours = site.run("qstat", "-f", "-F", "json", "-t", "271[].vm").stdout
+    file = "multi-array_qstat-f-F-json-t_midrun.json"
+    assert_comparable(ours, (REFERENCE / file).read_text(), file)
+    for index in (3, 4):
+        open_gate(site.pbs, f"gate{index}")
+    site.wait("271[].vm", "F")
+    replay(titles[-1])
+    assert_same_accounting(site, {"271[].vm", *(f"271[{i}].vm" for i in range(1, 5))})
+
+
+@pytest.mark.first_job_id(272)
+def test_replay_multi_array_limit1(replay_site: Site) -> None:
+    """multi-array-limit1_cases.txt: ``%1`` runs one subjob though a cpu is free; the others
+    wait with the array's "Job Array Began" comment."""
+    site = replay_site
+    replay = Replay(site, "multi-array-limit1_cases.txt", ARRAY_GATES)
+    titles = list(replay.cases)
+    replay(titles[0])
+    site.wait("272[1].vm", "R")
+    for title in titles[1:4]:
+        replay(title)
+    file = "multi-array_qstat-f-F-json-t_limit1-running.json"
+    ours = site.run("qstat", "-f", "-F", "json", "-t", "272[].vm").stdout
+    assert_comparable(ours, (REFERENCE / file).read_text(), file)
+    for index in (1, 2, 3):
+        open_gate(site.pbs, f"gate{index}")
+        if index < 3:
+            site.wait(f"272[{index + 1}].vm", "R")
+            assert sub_states(site, "272[].vm").count("R") == 1
+    site.wait("272[].vm", "F")
+    replay(titles[-1])
+    assert_same_accounting(site, {"272[].vm", *(f"272[{i}].vm" for i in range(1, 4))})

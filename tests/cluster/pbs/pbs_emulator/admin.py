@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pbs_emulator import client
-from pbs_emulator.home import Home
+from pbs_emulator.home import Home, write_atomic
 from pbs_emulator.server import job_process_alive
 
 
@@ -64,6 +64,15 @@ def force_rerun(home: Home, job_ids: list[str]) -> list[list[Any]]:
     server = home.load_config()["server_name"]
     full = [j if "." in j else f"{j}.{server}" for j in job_ids]
     return list(client.request({"op": "rerun", "ids": full}, home, admin=True)["results"])
+
+
+def set_next_seq(home: Home, seq: int) -> None:
+    """Number the next job `seq`. The server reads serverdb.json when it starts, so this is
+    refused once one runs (a test replaying a capture sets it before its first command)."""
+    if client.server_running(home):
+        raise RuntimeError("the server is running: set the next job id before the first command")
+    home.server_priv.mkdir(parents=True, exist_ok=True)
+    write_atomic(home.server_priv / "serverdb.json", json.dumps({"next_seq": seq}))
 
 
 def stop(home: Home, timeout: float = 10.0) -> None:

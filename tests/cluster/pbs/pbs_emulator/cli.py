@@ -19,6 +19,7 @@ MODULES = {
     "pbsnodes": "cmd_nodes",
     "tracejob": "cmd_tracejob",
     "pbs-emulator": "cmd_admin",
+    "qmgr": "cmd_qmgr",
     **dict.fromkeys(("qdel", "qhold", "qrls", "qrerun", "qsig", "qalter"), "cmd_jobops"),
 }
 

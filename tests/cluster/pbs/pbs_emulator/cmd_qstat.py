@@ -166,6 +166,8 @@ def filtered(entries: list[list[Any]], parsed: Parsed, named: bool) -> list[list
             continue
         if parsed.has("J") and "[" not in job_id:
             continue
+        if parsed.has("J") and parsed.has("t") and "[]" in job_id:
+            continue  # -J -t lists the subjobs alone (multi-array-limit2_cases.txt)
         out.append([job_id, attrs])
     return out
 

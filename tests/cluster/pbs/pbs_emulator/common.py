@@ -34,7 +34,16 @@ def group() -> str:
 
 
 def identity() -> dict[str, Any]:
-    return {"user": user(), "group": group(), "host": short_hostname()}
+    """Who asks, from where: PBS_EMULATOR_HOST names the submit host (the reference server's
+    clients came from ``localhost``), as PBS_EMULATOR_USER names the user."""
+    host = os.environ.get("PBS_EMULATOR_HOST") or short_hostname()
+    return {"user": user(), "group": group(), "host": host}
+
+
+def listed(user: str, entries: list[str] | None) -> bool:
+    """Whether `user` matches one of PBS's ``user@host`` ACL entries (managers, operators);
+    the emulator has one host, so the host part is not checked."""
+    return any(entry.partition("@")[0] == user for entry in entries or [])
 
 
 def server_name(home: Home) -> str:

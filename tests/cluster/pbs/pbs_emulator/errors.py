@@ -23,6 +23,7 @@ UNKRESC = 15035
 EXCQRESC = 15036
 NORERUN = 15038
 BADDEPEND = 15054
+DUPLIST = 15055
 UNKNODE = 15062
 IVALREQ = 15004
 HISTJOBID = 15139
@@ -44,6 +45,7 @@ MESSAGES = {
     EXCQRESC: "Job exceeds queue resource limits",
     NORERUN: "Job cannot be rerun",
     BADDEPEND: "Invalid dependency",
+    DUPLIST: "Duplicate entry in list ",
     UNKNODE: "Unknown node",
     IVALREQ: "Invalid request",
     HISTJOBID: "Job has finished",

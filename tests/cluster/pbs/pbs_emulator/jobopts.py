@@ -97,7 +97,10 @@ def parse_depend(value: str) -> list[tuple[str, list[str]]] | None:
             if not targets[0].isdigit():
                 return None
             continue
-        if any(ids.parse(t) is None for t in targets):
+        parsed = [ids.parse(t) for t in targets]
+        # A whole array (10[].vm) may be waited on, one subjob (10[1].vm) may not: qsub
+        # refuses it as an illegal -W value (multi-qsub_errors_plain-user_cases.txt).
+        if any(p is None or p.index for p in parsed):
             return None
         out.append((kind, targets))
     return out

@@ -61,7 +61,11 @@ def exec_strings(allocation: list[Allocation]) -> tuple[str, str]:
 def set_queued(st: ServerState, job: Job, now: float) -> None:
     """Back to the queue: H if held, W if its -a time is ahead, else Q (eligible from now)."""
     if job.hold:
-        job.state, job.substate = "H", DEPNHOLD if job.hold == "s" and pending_deps(job) else HELD
+        # A job already held keeps its substate: 22 stays 22 after a qhold, and even once its
+        # dependency is released while a u hold remains (multi-hold_qstat-f-F-json_*).
+        if job.state != "H":
+            job.substate = DEPNHOLD if "s" in job.hold and pending_deps(job) else HELD
+        job.state = "H"
         job.etime = None
     elif job.exec_time is not None and job.exec_time > now:
         job.state, job.substate = "W", WAITING
@@ -256,6 +260,9 @@ def finished(st: ServerState, job: Job, now: float) -> None:
         parent.sub_states[str(job.index)] = "X"
         if job.exit_status is not None and job.kill_reason != "delete":
             parent.sub_exit[str(job.index)] = job.exit_status
+            # The running array already shows it (multi-array_qstat-f-F-json-t_midrun.json:
+            # B with Exit_status 0 once subjobs 1-2 have finished).
+            parent.exit_status = array_exit_status(parent)
         st.touch(parent, now)
         check_array_done(st, parent, now)
     elif not st.history:
@@ -276,8 +283,7 @@ def check_array_done(st: ServerState, parent: Job, now: float) -> None:
     """Finish an array once every subjob has (Exit_status 0 if all were 0, else 1)."""
     if parent.finished or any(s != "X" for s in parent.sub_states.values()):
         return
-    codes = list(parent.sub_exit.values())
-    parent.exit_status = 0 if all(c == 0 for c in codes) else 1
+    parent.exit_status = array_exit_status(parent)
     parent.state = "F"
     parent.history_timestamp = int(now)
     if parent.stime is None:
@@ -298,6 +304,11 @@ def check_array_done(st: ServerState, parent: Job, now: float) -> None:
     resolve_dependents(st, parent, now)
     if not st.history:
         forget(st, parent)
+
+
+def array_exit_status(parent: Job) -> int:
+    """An array's Exit_status: 0 if every subjob that finished exited 0, else 1."""
+    return 0 if all(code == 0 for code in parent.sub_exit.values()) else 1
 
 
 def requeue(st: ServerState, job: Job, code: int, now: float) -> None:

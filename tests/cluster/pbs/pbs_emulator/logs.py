@@ -81,11 +81,11 @@ def resource_fields(job: Job) -> list[str]:
 def queued_record(job: Job, server: str) -> str:
     """Q: written when the job is accepted."""
     fields = base_fields(job)
-    if job.is_array:
-        fields.append(f"array_indices={job.array_spec}")
     depend = job.depend_text(server)
     if depend:
         fields.append(f"depend={depend}")
+    if job.is_array:  # after depend (multi-accounting_log_jobs-254-276.txt, 267[].vm)
+        fields.append(f"array_indices={job.array_spec}")
     return " ".join(fields + resource_fields(job)) + " "
 
 

@@ -121,6 +121,10 @@ def why_not(job: Job, st: ServerState, never: bool) -> str:
         "ngpus": sum(n.ngpus for n in st.nodes.values()),
     }
     prefix = "Can Never Run" if never else "Not Running"
+    if not never and not any(n.free_cpus for n in usable):
+        # Every node is job-busy, so none is even considered (multi-noid_qstat_cases.txt:
+        # a 1-cpu job while both cpus run; with one cpu free it is "Insufficient amount").
+        return f"{prefix}: Not enough free nodes available"
     limit = total if never else available
     for name in ("ncpus", "mem", "ngpus"):
         if request[name] > limit[name]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pbs_emulator import ids, units
+from pbs_emulator.common import listed
 from pbs_emulator.home import Home, write_atomic
 from pbs_emulator.logs import Logs
 from pbs_emulator.model import Job
@@ -120,7 +121,13 @@ class ServerState:
         return user_home(self.config.get("user_home"))
 
     def is_manager(self, user: str) -> bool:
-        return user == "root" or user in (self.config.get("managers") or [])
+        """Root or listed in ``managers`` (``user@host`` entries, as qmgr sets them)."""
+        return user == "root" or listed(user, self.config.get("managers"))
+
+    def is_operator(self, user: str) -> bool:
+        """Listed in ``operators``, or a manager: operators may qrerun, set and release o
+        holds, suspend, and act on others' jobs, but only managers touch s holds."""
+        return self.is_manager(user) or listed(user, self.config.get("operators"))
 
     def queues(self) -> dict[str, dict[str, Any]]:
         return dict(self.config.get("queues") or {"workq": {}})

@@ -113,7 +113,7 @@ def _run_attrs(job: Job, ran: bool) -> list[Attr]:
         attrs.append(("etime", None, units.ctime(job.etime)))
     if job.run_count > 0:
         attrs.append(("run_count", None, str(job.run_count)))
-    if job.exit_status is not None and job.state in ("E", "F", "X"):
+    if job.exit_status is not None and job.state in ("B", "E", "F", "X"):
         attrs += [("Stageout_status", None, "1"), ("Exit_status", None, str(job.exit_status))]
     return attrs
 
@@ -126,9 +126,11 @@ def _tail(job: Job, server: str, subjob_view: bool) -> list[Attr]:
         attrs += array_attrs(job)
     if subjob_view and job.parent is not None:
         attrs += [("array_id", None, job.parent), ("array_index", None, str(job.index))]
-    if job.history_timestamp is not None and job.state == "F":
+    if job.history_timestamp is not None and job.state in ("F", "X"):
         attrs.append(("history_timestamp", None, str(job.history_timestamp)))
     attrs += [("project", None, job.project), ("Submit_Host", None, job.host)]
+    if job.max_run is not None:  # last of all (multi-array_qstat-f-F-json-t_running.json)
+        attrs.append(("max_run_subjobs", None, str(job.max_run)))
     return attrs
 
 
@@ -151,8 +153,6 @@ def array_attrs(job: Job) -> list[Attr]:
         ("array_indices_submitted", None, job.array_spec or ""),
         ("array_indices_remaining", None, index_ranges(queued)),
     ]
-    if job.max_run is not None:
-        attrs.append(("max_run_subjobs", None, str(job.max_run)))
     return attrs
 
 
