@@ -6,7 +6,8 @@ handle failures. ``transient`` tells retry logic whether repeating the operation
 may succeed::
 
     HpcBridgeError                      base; .transient is False unless stated
-    ├── ConfigError                     a site config is missing, unreadable or invalid
+    ├── ConfigError                     a site config is missing, unreadable or invalid, or
+    │                                   names files its user may not read (PBS accounting logs)
     ├── SpecError                       a job spec is invalid (field and value named)
     ├── RenderError                     a template failed to render
     ├── TransportError                  a command could not be run at all
@@ -37,7 +38,8 @@ class HpcBridgeError(Exception):
 
 
 class ConfigError(HpcBridgeError):
-    """A site configuration is missing or invalid."""
+    """A site configuration is missing or invalid, or cannot be used as this user (a PBS
+    accounting folder it names is not readable): fixed by the configuration, not by retrying."""
 
 
 class SpecError(HpcBridgeError, ValueError):

@@ -126,7 +126,7 @@ def ledger_sync(
 
     Exit status 0 when every source was read, 7 (partial) when some windows or sources
     failed and will be retried next time, or the failing error's own code when nothing
-    could be read.
+    could be read: 3 for PBS accounting logs this user may not read, 5 unreachable, 8 ledger.
     """
     from hpcbridge.cluster import make_transport
     from hpcbridge.ledger.store import Ledger

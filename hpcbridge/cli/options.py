@@ -4,7 +4,8 @@ Exit codes (also in ``hpcbridge --help``):
   0  success
   1  a job ended in a state other than COMPLETED (submit --wait, wait)
   2  bad command-line usage
-  3  invalid job file, site config, template or trace file
+  3  invalid job file, site config, template or trace file; a site this user cannot use
+     (ledger sync: PBS accounting logs it may not read)
   4  the scheduler refused the request or does not know the job
   5  the scheduler or the transport could not be reached
   6  --wait gave up before the jobs finished
@@ -41,9 +42,10 @@ EXIT_LEDGER = 8
 EXIT_NO_STATE = 9
 
 EPILOG = """Exit codes: 0 success; 1 a job did not complete; 2 usage error; 3 invalid job file,
-site config, template or trace; 4 the scheduler refused or does not know the job; 5 scheduler or
-transport unreachable; 6 --wait timed out; 7 ledger sync partial; 8 ledger database error;
-9 unknown workflow, no valid checkpoint or too little history."""
+site config, template or trace, or PBS accounting logs this user may not read; 4 the scheduler
+refused or does not know the job; 5 scheduler or transport unreachable; 6 --wait timed out;
+7 ledger sync partial; 8 ledger database error; 9 unknown workflow, no valid checkpoint or too
+little history."""
 
 Command = TypeVar("Command", bound=Callable[..., Any])
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from hpcbridge.errors import ConfigError, HpcBridgeError, LedgerError
+from hpcbridge.errors import ConfigError, HpcBridgeError, LedgerError, SchedulerError
 from hpcbridge.ledger.sources.base import AccountingSource, Window
 from hpcbridge.ledger.store import Ledger
 from hpcbridge.site import SiteConfig
@@ -116,10 +116,33 @@ def sync(
             except LedgerError:
                 raise  # the ledger itself failing ends the sync: no source can be written
             except HpcBridgeError as error:
-                outcome.error = error
+                outcome.error = _explained(source, error)
         ledger.refresh_rollup()  # once for every window read, not once per window
     result.seconds = time.monotonic() - started
     return result
+
+
+def _explained(source: AccountingSource, error: HpcBridgeError) -> HpcBridgeError:
+    """A PBS accounting log the sync's user may not read is a setup to fix, not the
+    scheduler refusing: a ConfigError (exit 3), naming the folder and both ways out."""
+    from hpcbridge.ledger.sources.pbs import PbsLogSource
+
+    if not (
+        isinstance(error, SchedulerError)
+        and "Permission denied" in error.stderr
+        and isinstance(source, PbsLogSource)
+    ):
+        return error
+    path = error.argv[-1] if error.argv else source.accounting_dir
+    unreadable = ConfigError(
+        f"cannot read the PBS accounting log {path}: permission denied. server_priv/accounting "
+        f"({source.accounting_dir}) must be readable by the user running the sync, on the host "
+        "that holds it (PBS keeps server_priv for root; an administrator can grant read "
+        "access), or set ledger.pbs_source: qstat in the site config to read qstat's job "
+        "history instead"
+    )
+    unreadable.__cause__ = error
+    return unreadable
 
 
 def sources_for(site: SiteConfig, transport: Transport) -> list[AccountingSource]:
