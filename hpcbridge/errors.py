@@ -17,7 +17,8 @@ may succeed::
     ├── SchedulerError                  the scheduler answered with an error
     │   ├── SchedulerUnavailable        controller down or busy (transient)
     │   ├── SubmitError                 the scheduler refused a submission
-    │   └── JobNotFound                 the scheduler does not know the job id
+    │   ├── JobNotFound                 the scheduler does not know the job id
+    │   └── PermissionDenied            the user lacks the right (PBS qrerun: operators)
     ├── WaitTimeout                     jobs did not finish within wait()'s timeout
     ├── LedgerError                     the ledger database cannot be opened, migrated or written
     ├── TraceError                      an imported trace is malformed (line and field named)
@@ -100,6 +101,11 @@ class SubmitError(SchedulerError):
 
 class JobNotFound(SchedulerError):
     """The scheduler has no record of a job id."""
+
+
+class PermissionDenied(SchedulerError):
+    """The scheduler refused an operation this user has no right to: another user's job, or
+    one kept for operators and managers (PBS's qrerun). Retrying cannot help."""
 
 
 class WaitTimeout(HpcBridgeError):

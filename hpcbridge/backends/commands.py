@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from hpcbridge.errors import (
     HpcBridgeError,
     JobNotFound,
+    PermissionDenied,
     SchedulerError,
     SchedulerUnavailable,
     SubmitError,
@@ -34,6 +35,8 @@ class ErrorTable:
     transient: tuple[str, ...]
     not_found: tuple[str, ...]
     submit_fields: Mapping[str, str]  # refusal text -> the JobSpec field responsible
+    denied: tuple[str, ...] = ()
+    rights: Mapping[str, str] = field(default_factory=dict)  # command -> who may run it
 
     def classify(self, result: CommandResult) -> SchedulerError:
         """The error a failed command stands for, with the scheduler's own message."""
@@ -45,6 +48,10 @@ class ErrorTable:
             kind, summary = SchedulerUnavailable, f"{command}: {self.unavailable} is unavailable"
         elif any(text in message for text in self.not_found):
             kind, summary = JobNotFound, f"{command}: no such job ({' '.join(result.argv[1:])})"
+        elif any(text in message for text in self.denied):
+            kind, summary = PermissionDenied, f"{command}: not permitted for this user"
+            if command in self.rights:
+                summary += f" ({self.rights[command]})"
         return kind(summary, argv=result.argv, returncode=result.returncode, stderr=message)
 
     def refusal(self, result: CommandResult) -> SchedulerError:

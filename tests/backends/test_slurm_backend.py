@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from hpcbridge import (
     JobNotFound,
     JobState,
     LocalTransport,
+    PermissionDenied,
     RecordingTransport,
     SiteConfig,
     SubmitError,
@@ -144,3 +146,24 @@ def test_site_check_reaches_the_controller(slurm_cluster: Cluster) -> None:
 def test_cancel_of_unknown_job_is_named(slurm_cluster: Cluster) -> None:
     with pytest.raises(JobNotFound, match="987654"):
         slurm_cluster.cancel("987654")
+
+
+class AsOtherUser(LocalTransport):
+    """Runs every command as the unprivileged user of tests/cluster/sshd-up.sh (root only)."""
+
+    def run(self, argv: Sequence[str], **options: Any) -> CommandResult:
+        return super().run(["runuser", "-u", "hpcbridge-user", "--", *argv], **options)
+
+
+def test_another_users_job_is_permission_denied(slurm_cluster: Cluster, workdir: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("acting as another user takes root (CI runs as root)")
+    job_id = slurm_cluster.submit(spec("not-yours", workdir, "sleep 120"))
+    try:
+        with Cluster(slurm_cluster.site, transport=AsOtherUser()) as other_user:
+            for operation in (other_user.cancel, other_user.hold, other_user.requeue):
+                with pytest.raises(PermissionDenied, match="not permitted for this user"):
+                    operation(job_id)
+        assert slurm_cluster.status(job_id)[job_id].state in (JobState.PENDING, JobState.RUNNING)
+    finally:
+        slurm_cluster.cancel(job_id)

@@ -30,6 +30,9 @@ ERRORS = ErrorTable(
         "End of File",
     ),
     not_found=("Unknown Job Id", "Job has finished", "illegally formed job identifier"),
+    # PBSE_PERM (exit 159), e.g. qrerun by a plain user (pbs-reference/multi-qrerun_*).
+    denied=("Unauthorized Request",),
+    rights={"qrerun": "qrerun takes operator or manager rights on PBS"},
     # qsub refusals traced back to the JobSpec field responsible.
     submit_fields={
         "Unknown queue": "partition",

@@ -29,6 +29,9 @@ ERRORS = ErrorTable(
         "Connection refused",
     ),
     not_found=("Invalid job id specified",),
+    # Another user's job (owners may hold, cancel and requeue their own): scancel and requeue
+    # say ESLURM_ACCESS_DENIED, hold and release ESLURM_USER_ID_MISSING.
+    denied=("Access/permission denied", "Invalid user id"),
     # sbatch refusals traced back to the JobSpec field responsible.
     submit_fields={
         "Invalid partition name": "partition",
