@@ -66,7 +66,7 @@ def limited_counter(folder: Path, **checkpoint: Any) -> dict[str, Any]:
 def test_the_wrapper_reruns_the_job_with_qrerun_and_it_resumes(
     cluster: Cluster, pbs_emulator: PbsEmulator, plain_user: str, tmp_path: Path
 ) -> None:
-    pbs_emulator.configure(managers=[plain_user])  # qrerun takes operator or manager rights
+    pbs_emulator.configure(operators=[plain_user])  # qrerun takes operator or manager rights
     spec = limited_counter(tmp_path)
     job_id = cluster.submit(spec)
     info = cluster.wait(job_id, timeout=90)[job_id]
