@@ -37,6 +37,9 @@ if str(EMULATOR_DIR) not in sys.path:
 from pbs_emulator import admin, client, output  # noqa: E402
 from pbs_emulator.home import Home, short_hostname  # noqa: E402
 
+# Who the emulator's commands act as: a user with no PBS rights (``user="root"`` for a manager).
+PLAIN_USER = "hpcuser"
+
 FAULTS = (
     "server_down",
     "server_up",
@@ -63,7 +66,6 @@ def default_config(server: str) -> dict[str, Any]:
         "nodes": [{"name": server, "ncpus": 16, "mem": "64gb", "ngpus": 2}],
         "job_history_enable": True,
         "json_output": True,
-        "acl_roots": ["root"],  # tests run as root in CI; real PBS refuses root by default
         "node_fail_requeue": 1,  # real default 310 s: far too slow for tests
         "kill_delay": 2,
         "exiting_seconds": 0.1,
@@ -150,7 +152,8 @@ class PbsEmulator:
         timeout: float = 60,
     ) -> subprocess.CompletedProcess[str]:
         """Run a command (``qsub``, ``qstat`` ...) in this installation's environment, as
-        `user` (PBS_EMULATOR_USER), with extra `env` variables (None values unset them).
+        `user` (PBS_EMULATOR_USER; default the plain user, "root" for a manager), with extra
+        `env` variables (None values unset them).
 
         The default cwd is `workdir` (in the test's tmp dir): qsub puts output files in the
         submission directory, and the repository is no place for them."""
@@ -245,6 +248,9 @@ def pbs_emulator(
     monkeypatch.setenv("PBS_EMULATOR_HOME", str(home))
     for name in ("PBS_EMULATOR_USER", "PBS_DPREFIX", "PBS_DEFAULT", "PBS_SERVER"):
         monkeypatch.delenv(name, raising=False)
+    # Every command acts as a plain user, whoever runs the suite (CI runs it as root, which
+    # PBS treats as a manager and which would hide every permission refusal).
+    monkeypatch.setenv("PBS_EMULATOR_USER", PLAIN_USER)
     emulator = PbsEmulator(home, config, dict(os.environ))
     try:
         yield emulator

@@ -879,7 +879,9 @@ def test_node_failure_requeues_rerunnable_jobs_and_fails_the_others(
 def test_forced_rerun_fault(pbs_emulator: PbsEmulator) -> None:
     job_id = pbs_emulator.run("qsub", "-r", "n", input="sleep 30\n").stdout.strip()
     pbs_emulator.wait_for(job_id, "R")
-    refused = pbs_emulator.run("qrerun", job_id)
+    plain = pbs_emulator.run("qrerun", job_id)  # the fixture's commands act as a plain user
+    assert (plain.stderr, plain.returncode) == (f"qrerun: Unauthorized Request  {job_id}\n", 159)
+    refused = pbs_emulator.run("qrerun", job_id, user="root")
     assert (refused.stderr, refused.returncode) == (f"qrerun: Job cannot be rerun {job_id}\n", 190)
     assert pbs_emulator.fault("rerun", job_ids=[job_id]) == [[job_id, 0, ""]]
     deadline = time.monotonic() + 20
@@ -984,10 +986,11 @@ def test_operator_holds_need_a_manager(pbs_emulator: PbsEmulator) -> None:
     job_id = pbs_emulator.run("qsub", "-h", input="true\n").stdout.strip()
     refused = pbs_emulator.run("qhold", "-h", "o", job_id, user="someone")
     assert (refused.stderr, refused.returncode) == (f"qhold: Unauthorized Request  {job_id}\n", 159)
-    assert pbs_emulator.run("qhold", "-h", "o", job_id).returncode == 0
+    assert pbs_emulator.run("qhold", "-h", "o", job_id).returncode == 159  # nor its owner
+    assert pbs_emulator.run("qhold", "-h", "o", job_id, user="root").returncode == 0
     # OpenPBS prints "ou" here (multi-hold-types_cases.txt: qsub -h, then qhold -h o).
     assert pbs_emulator.job(job_id)["Hold_Types"] == "ou"  # type: ignore[index]
-    assert pbs_emulator.run("qrls", "-h", "uo", job_id).returncode == 0
+    assert pbs_emulator.run("qrls", "-h", "uo", job_id, user="root").returncode == 0
     assert pbs_emulator.wait_for(job_id)["Exit_status"] == 0
 
 
