@@ -128,7 +128,8 @@ class LocalOptions(_Config):
 class LedgerOptions(_Config):
     """How ``hpcbridge ledger sync`` reads this cluster's accounting.
 
-    Durations are Slurm-style ("1-00:00:00", "30:00") or seconds. ``window`` bounds what one
+    Durations are Slurm-style ("1-00:00:00", "30:00"; a bare number is minutes, as in sbatch;
+    the defaults below are in seconds, as Python holds them). ``window`` bounds what one
     sacct call asks slurmdbd for; ``overlap`` re-reads the end of the last sync, for records
     written late; ``first_sync`` is how far back a new ledger starts.
     """
