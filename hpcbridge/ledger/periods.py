@@ -1,9 +1,10 @@
 """Report periods, and the exact split of grouped usage sums across them.
 
 The usage query (hpcbridge.ledger.usage_sql) leaves the database with one row per group: sums
-of cpus, cpus x start and cpus x end (likewise GPUs) and a packed placement saying which
-periods the group's attempts span. Here those rows become per-period core- and GPU-seconds:
-whole arithmetic on integers, so reports, the rollup and a scan from scratch agree exactly.
+of cpus and of cpus x the charge in the group's first and last period (likewise GPUs) and a
+packed placement saying which periods the group's attempts span. Here those rows become
+per-period core- and GPU-seconds: whole arithmetic on integers, so reports, the rollup and a
+scan from scratch agree exactly.
 """
 
 from __future__ import annotations
@@ -90,32 +91,53 @@ class Spread(NamedTuple):
     gpus: int
 
 
+def charged_between(charged: int, start: int, end: int, low: int, high: int) -> int:
+    """usage_sql.charged_between in Python: the part of ``charged`` seconds in [low, high)."""
+    length = end - start
+    if charged == length:
+        return high - low
+    if length == 0:
+        return charged
+    return charged * (high - start) // length - charged * (low - start) // length
+
+
 def spread(raw: Any, periods: Periods) -> Spread:
     """Split one grouped row's sums over the periods it spans (see the module docstring)."""
-    offsets = periods.offsets
     where = placement(int(raw["placement"]), periods)
-    # Whole numbers (PostgreSQL sums integers as exact Decimals): the differences stay exact.
+    # Whole numbers (PostgreSQL sums integers as exact Decimals).
     cpus, gpus = int(raw["cpus"] or 0), int(raw["gpus"] or 0)
-    cpu_start, gpu_start = int(raw["cpu_start"] or 0), int(raw["gpu_start"] or 0)
-    cpu_end, gpu_end = int(raw["cpu_end"] or 0), int(raw["gpu_end"] or 0)
-    if where.starts_before:  # every attempt of the group is clipped to the report's start
-        cpu_start = gpu_start = 0
-    if where.ends_after:  # ... or to its end
-        cpu_end, gpu_end = cpus * offsets[-1], gpus * offsets[-1]
     first, last, started_here = where.first, where.last, not where.starts_before
+    if raw.get("single_start") is not None:
+        return Spread(_single(raw, periods, where), range(0), 0, 0)
+    cpu_first, gpu_first = int(raw["cpu_first"] or 0), int(raw["gpu_first"] or 0)
     if first == last:
-        only = Share(first, cpu_end - cpu_start, gpu_end - gpu_start, started_here)
-        return Spread([only], range(0), cpus, gpus)
-    head, tail = offsets[first + 1], offsets[last]
+        return Spread([Share(first, cpu_first, gpu_first, started_here)], range(0), cpus, gpus)
+    cpu_last, gpu_last = int(raw["cpu_last"] or 0), int(raw["gpu_last"] or 0)
     return Spread(
         [
-            Share(first, cpus * head - cpu_start, gpus * head - gpu_start, started_here),
-            Share(last, cpu_end - cpus * tail, gpu_end - gpus * tail, False),
+            Share(first, cpu_first, gpu_first, started_here),
+            Share(last, cpu_last, gpu_last, False),
         ],
         range(first + 1, last),
         cpus,
         gpus,
     )
+
+
+def _single(raw: Any, periods: Periods, where: Placement) -> list[Share]:
+    """The shares of a group of one long attempt charged other than its length (or of a few
+    with the same start, end and charge): its charge split period by period."""
+    cpus, gpus = int(raw["cpus"] or 0), int(raw["gpus"] or 0)
+    start, end = int(raw["single_start"]), int(raw["single_end"])
+    charged, bounds = int(raw["single_charged"]), periods.bounds
+    started_here = not where.starts_before
+    shares = []
+    for period in range(where.first, where.last + 1):
+        low, high = max(start, bounds[period]), min(end, bounds[period + 1])
+        seconds = charged_between(charged, start, end, low, high)
+        shares.append(Share(period, cpus * seconds, gpus * seconds, started_here))
+        started_here = False
+    return shares
 
 
 PER_ATTEMPT = ("jobs", "wait_s", "waited", "cpu_used", "cpu_available")

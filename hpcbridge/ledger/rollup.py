@@ -46,6 +46,8 @@ from hpcbridge.ledger.schema import (
 )
 from hpcbridge.ledger.sqlfuncs import greatest, least
 from hpcbridge.ledger.usage_sql import (
+    charged_between,
+    charged_seconds,
     per_attempt_sums,
     seconds_of,
     started_in,
@@ -185,13 +187,20 @@ def _runs(months: list[int]) -> list[tuple[int, int]]:
 
 def _recompute(cluster_id: int, month: int, longest: int) -> Any:
     """INSERT ... SELECT of one month's rollup rows: every finished attempt overlapping the
-    month (as usage_sql.usage_query's rule), its hours clipped to the month, its per-attempt
-    sums where it started in the month. Per month rather than one query for all: each reads
-    its own attempts through the index on start times, and needs no table of months."""
+    month (as usage_sql.usage_query's rule), its charge's share in the month (the same
+    usage_sql.charged_between), its per-attempt sums where it started in the month. Per
+    month rather than one query for all: each reads its own attempts through the index on
+    start times, and needs no table of months."""
     low, high = _month_start(month), _month_start(month + 1)
     attempts = JobAttempt.__table__.c
     start, end = seconds_of(attempts.start_at), seconds_of(attempts.end_at)
-    clipped = least(end, literal(high)) - greatest(start, literal(low))
+    clipped = charged_between(
+        charged_seconds(start, end),
+        start,
+        end,
+        greatest(start, literal(low)),
+        least(end, literal(high)),
+    )
     keys = (attempts.account_id, attempts.user_id, attempts.partition, attempts.state)
     query = (
         select(

@@ -1,10 +1,14 @@
 """Usage reports: core-hours, GPU-hours, jobs, waits and CPU efficiency, grouped as asked.
 
-Hours are split pro rata, as sreport does: the core-hours of an attempt within a period
-[a, b) are alloc_cpus x (seconds of [start, end) inside [a, b)) / 3600. A job running across
-the end of a month is charged to both months by the second, and a report over [from, to)
-counts only the part of each job inside it. An attempt still running counts up to ``now``.
-Months are calendar months in UTC.
+An attempt is charged what its scheduler charged: alloc_cpus (alloc_gpus) x its charged
+seconds, PBS's resources_used.walltime, Slurm's ElapsedRaw, an SWF trace's run time
+(elapsed_s). A source that gives none (and an attempt still running, counted up to ``now``)
+is charged end - start. Array parents are not attempts, so their subjobs are charged once.
+Start and end place the charge in time, split pro rata as sreport does: within a period
+[a, b) an attempt is charged its charged seconds x (seconds of [start, end) inside [a, b)) /
+(end - start), rounded so the periods add up to the whole charge. A job running across the
+end of a month is charged to both months, and a report over [from, to) counts only the part
+of each job inside it. Months are calendar months in UTC.
 
 The database does the work (a ledger holds millions of attempts): whole months come from
 the monthly rollup (:mod:`hpcbridge.ledger.rollup`), the rest from grouped scans of the few

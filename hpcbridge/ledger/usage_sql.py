@@ -4,28 +4,34 @@ Reports read whole months from the monthly rollup (hpcbridge.ledger.rollup) and 
 only for the rest: the partial months at their edges, unfinished attempts, and ledgers whose
 rollup is being refreshed. It is also the report's definition, which the rollup must match.
 
+What an attempt is charged is the scheduler's own charge: cpus (GPUs) x :func:`charged_seconds`,
+the run time the scheduler bills (PBS resources_used.walltime, Slurm ElapsedRaw, SWF run
+time), which differs from end - start by a second or two on PBS and by the suspended time on
+Slurm. Start and end only place that charge in time: :func:`charged_between` gives a period
+the share of it proportional to the seconds of [start, end) inside the period, rounded so
+that the shares of consecutive periods always add up to the whole charge.
+
 Joining the attempts to a table of months on overlap makes the database test every attempt
 against every month; SQLite even put the months in the outer loop and scanned a million
 attempts once per month (12 s for three years by month). Instead the query groups each
 attempt by the period of its first second, which a CASE tree finds by binary search over
 the period bounds, and by the period of its last second, searched only when the attempt
 does not end on the day it started (months begin at midnight UTC, so one day is one period).
-Per group it sums cpus, cpus x start and cpus x end (likewise GPUs); :func:`spread` then
-(hpcbridge.ledger.periods)
-splits the hours exactly: an attempt inside one period has cpus x (end - start) there, one
-spanning periods i..j has cpus x (bound(i+1) - start) in i, whole periods in between and
-cpus x (end - bound(j)) in j. Attempts that began before the report (or end after it) form
-groups of their own, so their start (end) is clipped in Python, as every one of them is
-clipped to the same bound. Only grouped sums leave the database.
+Per group it sums cpus, and cpus x the attempt's charge in its first period and in its last
+(likewise GPUs), each clipped to the report; :func:`spread` (hpcbridge.ledger.periods) adds
+whole periods in between at cpus x their length. That is exact for the attempts that run
+through a whole period, which are over 28 days long, when their charge is their length (as
+for every running attempt); the rare ones whose charge differs are grouped by their own
+start, end and charge, and split period by period in Python. Only grouped sums leave the
+database.
 
-Times are integer epoch seconds (schema.UtcTime), summed as offsets from the report's start
-so that products stay far from 64-bit overflow. Constants are inlined as SQL literals (they
+Times are integer epoch seconds (schema.UtcTime). Constants are inlined as SQL literals (they
 are integers made here) so that PostgreSQL sees one expression in SELECT and GROUP BY.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -49,6 +55,8 @@ from hpcbridge.ledger.schema import Account, Allocation, Cluster, JobAttempt, Us
 from hpcbridge.ledger.sqlfuncs import greatest, least
 
 _DAY = 86400
+RUNS_THROUGH_S = 28 * _DAY
+"""An attempt no longer than this (the shortest month) runs through no whole month."""
 
 
 def _int(value: int) -> ColumnElement[int]:
@@ -84,14 +92,50 @@ def unindexed(cluster_id: Any) -> Any:
     return cluster_id + _int(0)
 
 
-def _period_of(moment: ColumnElement[int], bounds: Sequence[int], low: int, high: int) -> Any:
-    """The k in [low, high) whose period holds ``moment``: a binary search as nested CASEs."""
+def charged_seconds(start: Any, end: Any) -> ColumnElement[int]:
+    """The seconds an attempt is charged: the scheduler's charged duration (elapsed_s) once
+    it has finished. Without one (a source that does not say), and while the attempt runs
+    (its elapsed_s is as old as the last sync), end - start, ``end`` being now for a running
+    attempt."""
+    attempts = JobAttempt.__table__.c
+    length = end - start
+    return case(
+        (attempts.end_at.is_(None), length), else_=func.coalesce(attempts.elapsed_s, length)
+    )
+
+
+def charged_between(charged: Any, start: Any, end: Any, low: Any, high: Any) -> Any:
+    """The part of ``charged`` seconds that falls in [low, high), a part of [start, end).
+
+    charged x (t - start) // (end - start) is the charge up to t, so the parts of adjacent
+    ranges add up to the whole charge exactly, each within a second of its proportional
+    share. When the charge is the length, the part is simply high - low (no multiplication,
+    which could overflow 64 bits for absurdly long runs); a zero-length attempt is charged
+    whole in the one period that holds it.
+    """
+    length = end - start
+    return case(
+        (charged == length, high - low),
+        (length == 0, charged),
+        else_=charged * (high - start) // length - charged * (low - start) // length,
+    )
+
+
+def _period_of(
+    moment: ColumnElement[int],
+    bounds: Sequence[int],
+    low: int,
+    high: int,
+    leaf: Callable[[int], int] = int,
+) -> Any:
+    """``leaf(k)`` for the k in [low, high) whose period holds ``moment`` (k itself by
+    default; a bound of the period is the other use): a binary search as nested CASEs."""
     if high - low == 1:
-        return _int(low)
+        return _int(leaf(low))
     middle = (low + high) // 2
     return case(
-        (moment < _int(bounds[middle]), _period_of(moment, bounds, low, middle)),
-        else_=_period_of(moment, bounds, middle, high),
+        (moment < _int(bounds[middle]), _period_of(moment, bounds, low, middle, leaf)),
+        else_=_period_of(moment, bounds, middle, high, leaf),
     )
 
 
@@ -124,12 +168,14 @@ def usage_query(
     }
     grouped = [keys[key].label(key) for key in by if key in keys]
     grouped.append(_placement_expression(start, end, periods).label("placement"))
-    offsets = start - _int(first), end - _int(first)
+    charged = charged_seconds(start, end)
+    grouped += _single_keys(start, end, charged, periods)
+    first_part, last_part = _edge_parts(start, end, charged, periods)
     query = (
         select(
             *grouped,
-            *_weighted(attempts.c.alloc_cpus, "cpu", *offsets),
-            *_weighted(attempts.c.alloc_gpus, "gpu", *offsets),
+            *_weighted(attempts.c.alloc_cpus, "cpu", first_part, last_part),
+            *_weighted(attempts.c.alloc_gpus, "gpu", first_part, last_part),
             *per_attempt_sums(),
         )
         # An attempt overlaps the report when [start, end) meets it, or when it starts inside
@@ -155,9 +201,11 @@ def usage_query(
 
 def per_attempt_sums(started: ColumnElement[bool] | None = None) -> list[Any]:
     """The sums of periods.PER_ATTEMPT over the attempts of a group, or over those of them
-    for which ``started`` holds (the rollup's: those that started in the month)."""
+    for which ``started`` holds (the rollup's: those that started in the month). The CPU
+    time available is cpus x the charged seconds, as the charge itself."""
     attempts = JobAttempt.__table__
     start = seconds_of(attempts.c.start_at)
+    end = seconds_of(attempts.c.end_at)
     measured = and_(
         attempts.c.cpu_time_s.is_not(None),
         attempts.c.end_at.is_not(None),
@@ -170,9 +218,9 @@ def per_attempt_sums(started: ColumnElement[bool] | None = None) -> list[Any]:
         func.sum(_when(started, start - seconds_of(attempts.c.submit_at))).label("wait_s"),
         func.count(_when(started, attempts.c.submit_at)).label("waited"),
         func.sum(case((measured, attempts.c.cpu_time_s))).label("cpu_used"),
-        func.sum(
-            case((measured, attempts.c.alloc_cpus * (seconds_of(attempts.c.end_at) - start)))
-        ).label("cpu_available"),
+        func.sum(case((measured, attempts.c.alloc_cpus * charged_seconds(start, end)))).label(
+            "cpu_available"
+        ),
     ]
 
 
@@ -197,12 +245,50 @@ def _placement_expression(start: Any, end: Any, periods: Periods) -> Any:
     return packed + _period_of(start, periods.bounds, 0, count) * _int(count + 1) + last_code
 
 
-def _weighted(count: Any, name: str, start: Any, end: Any) -> list[Any]:
-    """sum(count), sum(count x start), sum(count x end): what spreading hours needs."""
+def _edge_parts(start: Any, end: Any, charged: Any, periods: Periods) -> tuple[Any, Any]:
+    """The seconds an attempt is charged in its first period and in its last, clipped to
+    the report. The last is 0 for an attempt that ends on the day it started (placed in one
+    period); for one that spans days inside one period it is not used."""
+    bounds, count = periods.bounds, len(periods)
+    low = greatest(start, _int(bounds[0]))
+    if count == 1:
+        return charged_between(charged, start, end, low, least(end, _int(bounds[1]))), _int(0)
+    first_end = _period_of(start, bounds, 0, count, lambda k: bounds[k + 1])
+    last_start = _period_of(end - 1, bounds, 0, count, lambda k: bounds[k])
+    first = charged_between(charged, start, end, low, least(end, first_end))
+    last = charged_between(charged, start, end, last_start, least(end, _int(bounds[-1])))
+    same_day = start // _int(_DAY) == (end - 1) // _int(_DAY)
+    return first, case((same_day, 0), else_=last)
+
+
+def _single_keys(start: Any, end: Any, charged: Any, periods: Periods) -> list[Any]:
+    """start, end and charge of a finished attempt that may run through whole periods and is
+    charged other than its length, NULL for every other: the extra group keys that keep each
+    such attempt apart for periods.spread to split in Python."""
+    if len(periods) == 1:
+        return []
+    length = end - start
+    single = and_(
+        JobAttempt.__table__.c.end_at.is_not(None),
+        length > _int(RUNS_THROUGH_S),
+        charged != length,
+    )
+    return [
+        case((single, value)).label(name)
+        for name, value in (
+            ("single_start", start),
+            ("single_end", end),
+            ("single_charged", charged),
+        )
+    ]
+
+
+def _weighted(count: Any, name: str, first: Any, last: Any) -> list[Any]:
+    """sum(count), sum(count x first part), sum(count x last part): what spreading needs."""
     return [
         func.sum(count).label(f"{name}s"),
-        func.sum(count * start).label(f"{name}_start"),
-        func.sum(count * end).label(f"{name}_end"),
+        func.sum(count * first).label(f"{name}_first"),
+        func.sum(count * last).label(f"{name}_last"),
     ]
 
 

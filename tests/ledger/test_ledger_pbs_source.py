@@ -10,6 +10,7 @@ rerun on the 22nd and runs again on the 23rd, 22.srv is queued on the 22nd and d
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -22,6 +23,9 @@ from hpcbridge.jobs.records import NOT_AN_ARRAY, AttemptRecord
 from hpcbridge.ledger.sources.base import AccountingSource, Window
 from hpcbridge.ledger.sources.pbs import PbsLogSource, PbsQstatSource
 from hpcbridge.ledger.sources.slurm import SacctSource
+from hpcbridge.ledger.store import Ledger
+from hpcbridge.ledger.usage import usage_report
+from hpcbridge.transports.fake import FakeTransport
 
 LOGS = Path(__file__).parents[1] / "data" / "pbs" / "accounting"
 DAY_22 = Window(datetime(2026, 11, 22, tzinfo=UTC), datetime(2026, 11, 23, tzinfo=UTC), True)
@@ -198,3 +202,67 @@ def test_jobs_on_the_emulator(
     # A window that ended before the jobs were submitted has none of them.
     early = Window(window.start, window.start + timedelta(seconds=1), True)
     assert qstat.fetch(early) == []
+
+
+# ---- what the ledger charges: PBS's own charge, on the real server's logs ----------------------
+
+# The day each reference log covers (the server's clock, UTC): PbsLogSource reads day files.
+REFERENCE_DAYS = {
+    "20261123": "accounting_log_sample.txt",
+    "20261203": "multi-accounting_log_jobs-254-276.txt",
+}
+_WALLTIME = re.compile(r"\bresources_used\.walltime=(\d+):(\d\d):(\d\d)\b")
+_NCPUS = re.compile(r"\bResource_List\.ncpus=(\d+)\b")
+_SPAN = re.compile(r"\bstart=(\d+)\b.*\bend=(\d+)\b")
+
+
+def charged_in_the_log(text: str) -> tuple[int, int, int]:
+    """Straight from the raw lines: the core-seconds PBS charged (resources_used.walltime x
+    Resource_List.ncpus over every E and R record that has a walltime: each run once; array
+    parents' E records have none), cpus x (end - start) over the same records, and how many."""
+    charged = spanned = runs = 0
+    for line in text.split("\n"):
+        walltime = _WALLTIME.search(line)
+        if line.split(";")[1:2] not in (["E"], ["R"]) or walltime is None:
+            continue
+        hours, minutes, seconds = map(int, walltime.groups())
+        ncpus = _NCPUS.search(line)
+        span = _SPAN.search(line)
+        assert ncpus is not None, line
+        assert span is not None, line
+        charged += int(ncpus.group(1)) * (hours * 3600 + minutes * 60 + seconds)
+        spanned += int(ncpus.group(1)) * (int(span.group(2)) - int(span.group(1)))
+        runs += 1
+    return charged, spanned, runs
+
+
+def test_core_hours_are_what_pbs_charged_on_the_reference_logs(
+    pbs_reference: Path, ledger: Ledger
+) -> None:
+    """Usage is resources_used.walltime x ncpus, as PBS bills, not cpus x (end - start),
+    which is one or two seconds longer on most short jobs of a real server."""
+
+    def cat(argv: list[str], stdin: str | None) -> str:
+        name = REFERENCE_DAYS.get(Path(argv[-1]).name)
+        if name is None:
+            missing = "No such file or directory"
+            raise SchedulerError("cat", argv=argv, returncode=1, stderr=missing)
+        return (pbs_reference / name).read_text()
+
+    source = PbsLogSource(FakeTransport(cat), server_tz=UTC, context_days=0)
+    for day in REFERENCE_DAYS:
+        start = datetime.strptime(day, "%Y%m%d").replace(tzinfo=UTC)
+        ledger.upsert_attempts(
+            "vm", "pbs", source.fetch(Window(start, start + timedelta(days=1), True)), source="t"
+        )
+    texts = [(pbs_reference / name).read_text() for name in REFERENCE_DAYS.values()]
+    charged, spanned, runs = map(sum, zip(*map(charged_in_the_log, texts), strict=True))
+    assert runs > 30
+    assert charged < spanned  # the difference this is about is in the logs
+    first, last = datetime(2026, 11, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)
+    for by in (["account"], ["month", "state"]):
+        report = usage_report(ledger, by, first, last, now=last)
+        assert report.total.core_hours * 3600 == pytest.approx(charged, abs=1e-6)
+    # The month of 23 November alone, read from the attempts rather than the rollup.
+    november = usage_report(ledger, ["user"], first, datetime(2026, 11, 24, tzinfo=UTC), now=last)
+    assert november.total.core_hours * 3600 == pytest.approx(charged_in_the_log(texts[0])[0])

@@ -2,9 +2,10 @@
 rollup worked out here from the attempts alone, and reports read from it equal reports read
 from the attempts (the path a ledger with dirty months takes).
 
-The expected rollup is computed in Python from the definition (cpus x the seconds of
-[start, end) inside each month; jobs, waits and CPU efficiency in the month of start), not
-by the code under test.
+The expected rollup is computed in Python from the definition (cpus x the charged seconds,
+elapsed_s or else end - start, shared between months in proportion to the seconds of
+[start, end) inside each, the charge up to each month's end rounded down; jobs, waits and
+CPU efficiency in the month of start), not by the code under test.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, delete, func, insert, select
+from sqlalchemy import Connection, create_engine, delete, func, insert, select
 
 from hpcbridge import JobState
 from hpcbridge.errors import SchedulerUnavailable
@@ -62,6 +63,8 @@ def random_attempts(count: int, seed: int, prefix: str = "") -> list[AttemptReco
             [ORIGIN + timedelta(seconds=rng.randrange(150 * 86400)), rng.choice(boundaries)]
         )
         length = rng.choice([0, rng.randrange(7200), rng.randrange(70 * 86400)])
+        # The scheduler's charge: none, the length, or a few seconds (or a day) less or more.
+        charged = rng.choice([None, length, max(0, length - rng.randrange(3)), length + 86400])
         running = index % 13 == 0
         records.append(
             AttemptRecord(
@@ -74,6 +77,7 @@ def random_attempts(count: int, seed: int, prefix: str = "") -> list[AttemptReco
                 submit=rng.choice([None, start - timedelta(seconds=rng.randrange(3600))]),
                 start=start,
                 end=None if running else start + timedelta(seconds=length),
+                elapsed_s=charged,
                 alloc_cpus=rng.choice([None, 0, 1, 8]),
                 alloc_gpus=rng.choice([None, 0, 2]),
                 cpu_time_s=rng.choice([None, rng.uniform(0, 5000)]),
@@ -108,17 +112,22 @@ def expected_rollup(ledger: Ledger) -> dict[Row, list[float]]:
         attempts = connection.execute(
             select(
                 a.cluster_id, a.account_id, a.user_id, a.partition, a.state, a.start_at,
-                a.end_at, a.submit_at, a.alloc_cpus, a.alloc_gpus, a.cpu_time_s,
+                a.end_at, a.submit_at, a.alloc_cpus, a.alloc_gpus, a.cpu_time_s, a.elapsed_s,
             ).where(a.end_at.is_not(None), a.start_at.is_not(None))
         ).all()  # fmt: skip
     expected: dict[Row, list[float]] = {}
-    for cluster, account, user, partition, state, start, end, submit, cpus, gpus, used in attempts:
+    for (
+        cluster, account, user, partition, state, start, end, submit, cpus, gpus, used, elapsed
+    ) in attempts:  # fmt: skip
         if end < start:
             continue
+        charged = int((end - start).total_seconds()) if elapsed is None else elapsed
         month = month_start(start)
         while month < end or month == month_start(start):
             following = next_month(month)
-            seconds = max(0.0, (min(end, following) - max(start, month)).total_seconds())
+            seconds = charged_until(following, start, end, charged) - charged_until(
+                month, start, end, charged
+            )
             here = month <= start < following
             measured = here and used is not None and (cpus or 0) > 0
             sums = expected.setdefault((cluster, month, account, user, partition, state), [0.0] * 7)
@@ -128,9 +137,19 @@ def expected_rollup(ledger: Ledger) -> dict[Row, list[float]]:
             sums[3] += (start - submit).total_seconds() if here and submit else 0
             sums[4] += bool(here and submit)
             sums[5] += used if measured else 0
-            sums[6] += (cpus or 0) * (end - start).total_seconds() if measured else 0
+            sums[6] += (cpus or 0) * charged if measured else 0
             month = following
     return expected
+
+
+def charged_until(moment: datetime, start: datetime, end: datetime, charged: int) -> int:
+    """What an attempt charged ``charged`` seconds over [start, end) has used by ``moment``:
+    in proportion to the time, rounded down; a zero-length one uses it all at its start."""
+    length = int((end - start).total_seconds())
+    if length == 0:
+        return charged if moment > start else 0
+    ran = int((min(max(moment, start), end) - start).total_seconds())
+    return charged * ran // length
 
 
 def assert_rollup_exact(ledger: Ledger) -> None:
@@ -321,14 +340,19 @@ def count_attempts(ledger: Ledger, *, started: bool = False) -> int:
         return connection.scalar(query) or 0
 
 
+def upgrade_to(connection: Connection, revision: str) -> None:
+    """Bring an empty database to an older schema version, as a ledger made back then."""
+    config = Config()
+    config.set_main_option("script_location", str(data_dir("accounting") / "migrations"))
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
+
+
 def test_upgrading_a_ledger_with_attempts_fills_its_rollup(ledger_url: str) -> None:
     engine = create_engine(ledger_url)
     try:
         with engine.begin() as connection:
-            config = Config()
-            config.set_main_option("script_location", str(data_dir("accounting") / "migrations"))
-            config.attributes["connection"] = connection
-            command.upgrade(config, "0002")
+            upgrade_to(connection, "0002")
             connection.execute(insert(Cluster), [{"id": 1, "name": "old", "scheduler": "pbs"}])
             rows = [
                 {"cluster_id": 1, "source": "test", "updated_at": NOW, "job_id": str(index),
@@ -431,3 +455,40 @@ def test_a_sync_killed_with_sigkill_keeps_reports_right_and_the_next_one_the_rol
     with Ledger.open(ledger_url) as ledger:
         assert_rollup_exact(ledger)
         assert rollup_rows(ledger)
+
+
+def test_upgrading_a_ledger_rolled_up_by_end_minus_start_recomputes_its_rollup(
+    ledger_url: str,
+) -> None:
+    """A ledger at 0003 summed cpus x (end - start); from 0004 usage is cpus x elapsed_s."""
+    engine = create_engine(ledger_url)
+    start = datetime(2024, 1, 10, tzinfo=UTC)
+    try:
+        with engine.begin() as connection:
+            upgrade_to(connection, "0003")
+            connection.execute(insert(Cluster), [{"id": 1, "name": "old", "scheduler": "pbs"}])
+            rows = [
+                {"cluster_id": 1, "source": "test", "updated_at": NOW, "job_id": str(index),
+                 "array_index": -1, "attempt": 1, "state": "COMPLETED",
+                 "start_at": start + timedelta(hours=index),
+                 "end_at": start + timedelta(hours=index, seconds=61), "elapsed_s": 60,
+                 "alloc_cpus": 2}
+                for index in range(10)
+            ]  # fmt: skip
+            connection.execute(insert(JobAttempt), rows)
+            stale = {"cluster_id": 1, "month": datetime(2024, 1, 1, tzinfo=UTC),
+                     "account_id": None, "user_id": None, "partition": None,
+                     "state": "COMPLETED", "core_seconds": 10 * 2 * 61, "gpu_seconds": 0,
+                     "jobs": 10, "wait_s": 0, "waited_jobs": 0, "cpu_used_s": 0.0,
+                     "cpu_available_s": 0}  # fmt: skip
+            connection.execute(insert(UsageMonthly), [stale])
+    finally:
+        engine.dispose()
+    with Ledger.open(ledger_url) as ledger:
+        assert_rollup_exact(ledger)
+        assert (
+            rollup_rows(ledger)[
+                (1, datetime(2024, 1, 1, tzinfo=UTC), None, None, None, "COMPLETED")
+            ][0]
+            == 10 * 2 * 60
+        )

@@ -19,6 +19,8 @@ from hpcbridge.backends.slurm.parse import slurm_state
 from hpcbridge.jobs.records import NOT_AN_ARRAY, AttemptRecord
 from hpcbridge.ledger.sources.base import Window
 from hpcbridge.ledger.sources.slurm import SacctSource
+from hpcbridge.ledger.store import Ledger
+from hpcbridge.ledger.usage import usage_report
 from hpcbridge.transports.fake import FakeTransport
 
 DATA = Path(__file__).parents[1] / "data" / "slurm" / "sacct_ledger.txt"
@@ -192,3 +194,50 @@ def test_every_kind_of_ending_on_the_real_cluster() -> None:
     later = Window(last.start + timedelta(seconds=3), last.end + timedelta(seconds=1), True)
     again = [r for r in source.fetch(later) if r.job_id == requeued]
     assert again == [last]
+
+
+@pytest.fixture(scope="module")
+def suspended_run() -> tuple[list[AttemptRecord], list[dict[str, str]]]:
+    """A 2-CPU job suspended for a while as it runs, and a plain one, on the real cluster:
+    the source's records of them and sacct's own rows. Slurm's ElapsedRaw leaves out the
+    suspended time; end - start does not."""
+    began = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=2)
+    suspended = sbatch("--cpus-per-task=2", script="sleep 6")
+    plain = sbatch(script="sleep 1")
+    wait_state(suspended, "RUNNING")
+    subprocess.run(["scontrol", "suspend", suspended], check=True)
+    wait_state(suspended, "SUSPENDED")
+    time.sleep(4)  # the suspended time itself, not a wait for anything
+    subprocess.run(["scontrol", "resume", suspended], check=True)
+    ours = [suspended, plain]
+    deadline = time.monotonic() + 120
+    while any(squeue_state(job_id) for job_id in ours) or any(
+        not sacct_time(row["End"]) for row in sacct_rows(ours)
+    ):
+        assert time.monotonic() < deadline, "the jobs did not all end"
+        time.sleep(0.5)
+    window = Window(began, datetime.now(UTC) + timedelta(seconds=1), True)
+    records = [r for r in SacctSource(LocalTransport()).fetch(window) if r.job_id in ours]
+    return records, sacct_rows(ours)
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(240)
+def test_usage_is_elapsed_raw_times_alloc_cpus_on_the_real_cluster(
+    suspended_run: tuple[list[AttemptRecord], list[dict[str, str]]], ledger: Ledger
+) -> None:
+    records, rows = suspended_run
+    charged = sum(int(row["ElapsedRaw"]) * int(row["AllocCPUS"]) for row in rows)
+    spanned = 0
+    for row in rows:
+        start, end = sacct_time(row["Start"]), sacct_time(row["End"])
+        assert start is not None
+        assert end is not None
+        spanned += int(row["AllocCPUS"]) * int((end - start).total_seconds())
+    assert charged < spanned  # the suspended seconds: what this test is about
+    ledger.upsert_attempts("slurm-test", "slurm", records, source="sacct")
+    first = min(r.start for r in records if r.start) - timedelta(days=40)
+    last = datetime.now(UTC) + timedelta(days=1)
+    for by in (["account"], ["user", "month"]):
+        report = usage_report(ledger, by, first, last, now=last)
+        assert report.total.core_hours * 3600 == pytest.approx(charged, abs=1e-6)
