@@ -88,6 +88,12 @@ def ledger_import_swf(
         f"imported {written:,} jobs from {trace_file} as cluster {cluster or trace.cluster_name!r} "
         f"into {where} in {time.perf_counter() - started:.1f} s"
     )
+    if trace.placed_at_submit:
+        click.echo(
+            f"note: {trace.placed_at_submit:,} jobs with an unknown wait time (-1) were charged "
+            "from their submit time",
+            err=True,
+        )
     warn_bad_lines(trace, "imported")
 
 

@@ -19,8 +19,9 @@ from hpcbridge.cli.main import main
 from hpcbridge.errors import TraceError
 from hpcbridge.jobs.records import NOT_AN_ARRAY, AttemptRecord
 from hpcbridge.ledger.schema import Cluster, JobAttempt
-from hpcbridge.ledger.sources.swf import SwfTrace, import_swf
+from hpcbridge.ledger.sources.swf import AT_SUBMIT, SwfTrace, import_swf
 from hpcbridge.ledger.store import Ledger
+from hpcbridge.ledger.usage import usage_report
 
 START = 1078605840  # 2004-03-06 20:44:00 UTC, as in the SDSC DataStar trace
 HEADER = f"""; Version: 2.2
@@ -276,3 +277,66 @@ def test_cli_refuses_a_file_that_is_not_swf(tmp_path: Path) -> None:
     )
     assert result.exit_code == 3  # invalid input, like a bad job file
     assert "more than 2 malformed job lines, so this is probably not an SWF trace" in result.stderr
+
+
+# An HPC2N job 149728 style line: ran 5,000 s on 4 processors, wait unknown (-1); then the
+# same trace's ordinary jobs, one of them crossing a month's end (the trace starts on 6
+# March 2004: 2,171,760 s later is 1 April 00:00 UTC).
+WAIT_UNKNOWN = "  149728  1000  -1  5000   4  -1  -1   4  7200  -1  1  3  2 -1  3  2 -1 -1\n"
+ACROSS_MONTHS = "  30  2171000  60  7200   16  -1  -1  16  7200  -1  1  3  2 -1  3  2 -1 -1\n"
+
+
+def charged_in_the_trace(text: str) -> int:
+    """Straight from the job lines: run time (4) x processors (5, else 8), where both are
+    known; what the trace says each job was charged."""
+    total = 0
+    for line in text.split("\n"):
+        fields = line.split()
+        if not fields or line.startswith(";"):
+            continue
+        run, alloc, requested = float(fields[3]), int(fields[4]), int(fields[7])
+        processors = alloc if alloc >= 0 else requested
+        if run >= 0 and processors >= 0:
+            total += round(run) * processors
+    return total
+
+
+def test_usage_is_run_time_times_processors_wait_unknown_included(
+    tmp_path: Path, ledger: Ledger
+) -> None:
+    text = HEADER + JOBS + WAIT_UNKNOWN + ACROSS_MONTHS
+    path = write(tmp_path / "hpc2n.swf", text)
+    trace = SwfTrace(path)
+    assert import_swf(ledger, trace) == 6
+    expected = charged_in_the_trace(text)
+    assert expected == 32 * 3600 + 8 * 600 + 4 * 5000 + 16 * 7200
+    first, last = datetime(2004, 3, 1, tzinfo=UTC), datetime(2004, 5, 1, tzinfo=UTC)
+    for by in (["account"], ["month"]):
+        report = usage_report(ledger, by, first, last, now=last)
+        assert report.total.core_hours * 3600 == pytest.approx(expected, abs=1e-6)
+    by_month = usage_report(ledger, ["month"], first, last, now=last)
+    # Job 30 started at 2,171,060 s: 700 of its 7,200 s fall in March.
+    assert [(row.keys[0], row.usage.core_hours * 3600) for row in by_month.rows] == [
+        ("2004-03", pytest.approx(expected - 16 * 6500)),
+        ("2004-04", pytest.approx(16 * 6500)),
+    ]
+    with ledger.engine.connect() as connection:
+        placed = connection.execute(
+            select(
+                JobAttempt.submit_at, JobAttempt.start_at, JobAttempt.end_at, JobAttempt.reason
+            ).where(JobAttempt.job_id == "149728")
+        ).one()
+    assert placed == (at(1000), at(1000), at(6000), AT_SUBMIT)
+    assert trace.placed_at_submit == 1
+
+
+def test_cli_says_how_many_jobs_were_placed_at_their_submit_time(
+    tmp_path: Path, ledger_url: str
+) -> None:
+    path = write(tmp_path / "trace.swf", HEADER + JOBS + WAIT_UNKNOWN)
+    result = CliRunner().invoke(main, ["ledger", "import-swf", str(path), "--ledger", ledger_url])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("imported 5 jobs")
+    assert result.stderr == (
+        "note: 1 jobs with an unknown wait time (-1) were charged from their submit time\n"
+    )

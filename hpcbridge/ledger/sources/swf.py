@@ -22,6 +22,13 @@ How the fields become an :class:`AttemptRecord` (numbers are SWF field numbers):
   charged); 15 queue -> ``partition``, by the name from a ``; Queue: N name`` header.
 - A run time of -1 leaves start and end unknown: SWF marks jobs cancelled before they ran
   that way, and a start without an end would read as a job still running.
+- A wait time of -1 with a known run time and processor count (HPC2N job 149728) is a job
+  that ran, at an unknown moment: it is charged all the same, placed at its submit time
+  (start = submit, end = submit + run time), with :data:`AT_SUBMIT` as its ``reason`` and
+  counted in :attr:`SwfTrace.placed_at_submit` for the caller to report. Its wait then reads
+  as zero in wait statistics, the one figure this placement makes up.
+- The run time (4) is what the attempt is charged (``elapsed_s``); start and end only place
+  it in time.
 - A checkpointed or swapped job is several lines with one job number: status 2 ("partial
   execution, will be continued") for each interrupted run, then 3 or 4 for the last. They
   become attempts 1, 2, ... of that job, in file order, as a requeued Slurm job would. A
@@ -54,6 +61,9 @@ from hpcbridge.jobs.state import JobState
 
 if TYPE_CHECKING:
     from hpcbridge.ledger.store import Ledger
+
+AT_SUBMIT = "wait time unknown (-1) in the trace: placed at the submit time"
+"""The ``reason`` of an attempt whose wait the trace does not know (see the module doc)."""
 
 SOURCE = "swf"
 """The ledger's name for this source, and the scheduler recorded for clusters from traces."""
@@ -130,6 +140,7 @@ class SwfTrace:
         self.max_bad_lines = max_bad_lines
         self.bad_lines: list[BadLine] = []
         self.records_read = 0
+        self.placed_at_submit = 0
         self.total_bytes = self._size()
         self._raw: IO[bytes] | None = None
         self._epoch: int | None = None
@@ -224,13 +235,16 @@ class SwfTrace:
         procs = alloc if alloc >= 0 else req
         req_procs = req if req >= 0 else alloc
         submit_at = start_at = end_at = None
+        reason = None
         if submit >= 0:
             submit_at = epoch + round(submit)
             if wait >= 0 and run >= 0:
                 start_at = submit_at + round(wait)
                 end_at = start_at + round(run)
+            elif run >= 0 and procs >= 0:
+                start_at, end_at, reason = submit_at, submit_at + round(run), AT_SUBMIT
         queue = int(values[14])
-        return AttemptRecord(
+        record = AttemptRecord(
             job_id=job_id,
             attempt=self._attempt_number(job_id, int(status)),
             state=state,
@@ -241,6 +255,7 @@ class SwfTrace:
             start=_moment(start_at),
             end=_moment(end_at),
             elapsed_s=round(run) if run >= 0 else None,
+            reason=reason,
             alloc_cpus=int(procs) if procs >= 0 else None,
             req_walltime_s=round(req_time) if req_time >= 0 else None,
             req_mem_mb=round(req_mem * req_procs / 1024)
@@ -249,6 +264,8 @@ class SwfTrace:
             max_rss_mb=mem * procs / 1024 if mem >= 0 and procs >= 0 else None,
             cpu_time_s=cpu * procs if cpu >= 0 and procs >= 0 else None,
         )
+        self.placed_at_submit += reason is not None
+        return record
 
     def _state(self, status: int, number: int) -> JobState:
         """The state of an SWF status; an undefined one is UNKNOWN, warned about once."""
