@@ -244,3 +244,30 @@ def test_a_hold_is_seen_whatever_the_order_of_hold_types(
     info = infos_of(pbs_reference / file)[job_id]
     assert isinstance(info, JobInfo)
     assert (info.state, info.reason, info.held) == (JobState.PENDING, reason, True)
+
+
+def test_an_array_mid_run_reads_running_with_its_finished_subjobs_completed(
+    pbs_reference: Path,
+) -> None:
+    """multi-array_qstat-f-F-json-t_midrun.json: the parent is B with Exit_status 0 already
+    (still running), subjobs 1-2 are X (finished, qstat(1B): "X: subjob has completed")."""
+    infos = infos_of(pbs_reference / "multi-array_qstat-f-F-json-t_midrun.json")
+    states = {job_id: info.state for job_id, info in infos.items()}  # type: ignore[attr-defined]
+    assert states == {
+        "271[].vm": JobState.RUNNING,
+        "271[1].vm": JobState.COMPLETED,
+        "271[2].vm": JobState.COMPLETED,
+        "271[3].vm": JobState.RUNNING,
+        "271[4].vm": JobState.RUNNING,
+    }
+    assert infos["271[1].vm"].exit_code == 0  # type: ignore[attr-defined]
+    assert infos["271[].vm"].end_time is None  # type: ignore[attr-defined]
+
+
+def test_a_job_whose_dependency_was_refused_reads_cancelled(pbs_reference: Path) -> None:
+    """266.vm (afterok:99999.vm): accepted, then F with no Exit_status (accounting: Q, A)."""
+    case = (pbs_reference / "multi-qsub_errors_plain-user_cases.txt").read_text()
+    block = case.split("the dependency-on-unknown job (266.vm)", 1)[1].split("[stdout]\n", 1)[1]
+    text = "Job Id: 266.vm\n" + block.split("[stderr]", 1)[0]
+    info = parse.job_info("266.vm", parse.parse_qstat_text(text)["266.vm"])
+    assert (info.state, info.exit_code) == (JobState.CANCELLED, None)
