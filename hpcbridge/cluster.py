@@ -173,6 +173,11 @@ class Cluster:
         """Stop jobs and put them back in the queue to run again."""
         self.backend.requeue(_id_list(job_ids))
 
+    def set_priority(self, job_ids: str | Iterable[str], level: str) -> None:
+        """Move queued jobs to one of the site's priority levels (its QOS and/or nice)."""
+        chosen = self.site.priorities.level(level, self.site.name)
+        self.backend.set_priority(_id_list(job_ids), qos=chosen.qos, nice=chosen.nice)
+
     def check(self) -> str:
         """Reach the scheduler; returns what it said."""
         return self.backend.describe()

@@ -118,6 +118,47 @@ class PbsOptions(_Config):
     gpu_type_resource: Token | None = None
 
 
+class PriorityLevel(_Config):
+    """What one priority level asks of the scheduler: a QOS and/or a nice value on Slurm; on
+    PBS the nice value alone, as ``qsub -p``/``qalter -p`` of its negation."""
+
+    qos: Token | None = None
+    nice: int | None = Field(None, ge=-10000, le=10000)
+
+
+class PriorityOptions(_Config):
+    """The site's priority levels, lowest first (the order written), and who gets which.
+
+    A job's level is the one it asks for, else its account's, else ``default``; a QOS or nice
+    the job sets itself wins over its level's.
+    """
+
+    levels: dict[Token, PriorityLevel] = {}
+    default: Token | None = None
+    accounts: dict[Token, Token] = {}
+
+    @model_validator(mode="after")
+    def _known_levels(self) -> PriorityOptions:
+        named = [("priorities.default", self.default)] + [
+            (f"priorities.accounts.{account}", level) for account, level in self.accounts.items()
+        ]
+        for where, level in named:
+            if level is not None and level not in self.levels:
+                raise ValueError(f"{where}: {level!r} is not a level ({self._level_names()})")
+        return self
+
+    def level(self, name: str, site: str) -> PriorityLevel:
+        """The level called ``name``; the error names the levels there are."""
+        if name not in self.levels:
+            raise SpecError(
+                f"priority: {name!r} is not a level of site {site} ({self._level_names()})"
+            )
+        return self.levels[name]
+
+    def _level_names(self) -> str:
+        return ", ".join(self.levels) or "it defines none"
+
+
 class LocalOptions(_Config):
     """The embedded local backend: ``max_running`` tasks at once (default: one per CPU); the
     rest wait PENDING with reason Resources, as a real scheduler holds jobs it has no room for."""
@@ -170,6 +211,18 @@ class SiteConfig(_Config):
     pbs: PbsOptions = PbsOptions()
     local: LocalOptions = LocalOptions()
     ledger: LedgerOptions = LedgerOptions()
+    priorities: PriorityOptions = PriorityOptions()
+
+    @model_validator(mode="after")
+    def _pbs_has_no_qos(self) -> SiteConfig:
+        if self.scheduler == "pbs":
+            for name, level in self.priorities.levels.items():
+                if level.qos is not None:
+                    raise ValueError(
+                        f"priorities.levels.{name}.qos: PBS has no QOS; give the level a nice "
+                        "value (qsub -p is its negation)"
+                    )
+        return self
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> SiteConfig:
@@ -198,13 +251,21 @@ class SiteConfig(_Config):
         resources = spec.resources
         if resources.walltime is None and partition and partition.default_walltime:
             resources = resources.model_copy(update={"walltime": partition.default_walltime})
+        account = spec.account or self.default_account
         prepared = spec.model_copy(
-            update={
-                "partition": partition_name,
-                "account": spec.account or self.default_account,
-                "resources": resources,
-            }
+            update={"partition": partition_name, "account": account, "resources": resources}
         )
+        level_name = spec.priority or self.priorities.accounts.get(account or "")
+        level_name = level_name or self.priorities.default
+        if level_name is not None:
+            level = self.priorities.level(level_name, self.name)
+            prepared = prepared.model_copy(
+                update={
+                    "priority": level_name,
+                    "qos": spec.qos or level.qos,
+                    "nice": level.nice if spec.nice is None else spec.nice,
+                }
+            )
         if partition is not None:
             _check_limits(prepared, partition)
         return prepared

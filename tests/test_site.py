@@ -44,6 +44,18 @@ def test_relative_paths_are_taken_from_the_config_file(tmp_path: Path) -> None:
         ("scheduler: slurm\nsurprise: 1\n", "surprise: no such field"),
         ("- just\n- a list\n", "must hold a mapping"),
         ("scheduler: [unclosed\n", "cannot read site config"),
+        (
+            "scheduler: slurm\npriorities: {levels: {low: {nice: 9}}, default: mid}\n",
+            "priorities.default: 'mid' is not a level (low)",
+        ),
+        (
+            "scheduler: slurm\npriorities: {accounts: {physics: high}}\n",
+            "priorities.accounts.physics: 'high' is not a level (it defines none)",
+        ),
+        (
+            "scheduler: pbs\npriorities: {levels: {high: {qos: urgent}}}\n",
+            "priorities.levels.high.qos: PBS has no QOS",
+        ),
     ],
 )
 def test_invalid_site_configs_name_the_problem(tmp_path: Path, text: str, message: str) -> None:
@@ -106,3 +118,27 @@ def test_a_misspelt_site_setting_names_the_one_meant(tmp_path: Path) -> None:
         ConfigError, match="default_partiton: no such field; did you mean 'default_partition'"
     ):
         SiteConfig.load(site_file)
+
+
+def test_a_jobs_priority_level_becomes_its_qos_and_nice(tmp_path: Path) -> None:
+    site = SiteConfig.load(
+        write(
+            tmp_path,
+            "scheduler: slurm\npriorities:\n"
+            "  levels: {low: {nice: 100}, normal: {nice: 0}, high: {qos: high, nice: 0}}\n"
+            "  default: normal\n  accounts: {physics: high}\n",
+        )
+    )
+
+    def prepared(**fields: object) -> tuple[str | None, str | None, int | None]:
+        job = site.prepare(JobSpec.model_validate({"name": "j", "command": "true", **fields}))
+        return job.priority, job.qos, job.nice
+
+    assert prepared() == ("normal", None, 0)
+    assert prepared(account="physics") == ("high", "high", 0)
+    assert prepared(account="physics", priority="low") == ("low", None, 100)
+    assert prepared(priority="high", qos="long", nice=5) == ("high", "long", 5)  # its own win
+    with pytest.raises(
+        SpecError, match=r"priority: 'top' is not a level of site .* \(low, normal, high\)"
+    ):
+        prepared(priority="top")

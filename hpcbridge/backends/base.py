@@ -54,6 +54,10 @@ class Backend(Protocol):
         """Stop running (or finished) jobs and put them back in the queue."""
         ...
 
+    def set_priority(self, job_ids: Sequence[str], *, qos: str | None, nice: int | None) -> None:
+        """Move queued jobs to another priority: a QOS and/or a nice value (None: keep)."""
+        ...
+
     def describe(self) -> str:
         """Reach the scheduler and say what answered: the site check uses this."""
         ...

@@ -14,6 +14,7 @@ from hpcbridge.cli.checkpoint import checkpoint
 from hpcbridge.cli.forecast import advise, forecast
 from hpcbridge.cli.ledger import ledger
 from hpcbridge.cli.options import EPILOG
+from hpcbridge.cli.priority import priority
 from hpcbridge.cli.reports import report
 from hpcbridge.cli.workflow import workflow
 
@@ -24,5 +25,5 @@ def main() -> None:
     """Drive Slurm, PBS (and the local backend) from one typed job model."""
 
 
-for command in (*jobs.COMMANDS, workflow, checkpoint, ledger, report, forecast, advise):
+for command in (*jobs.COMMANDS, workflow, priority, checkpoint, ledger, report, forecast, advise):
     main.add_command(command)

@@ -64,6 +64,13 @@ RECORDED_SITE_OPTION = click.option(
     show_default="the site it was submitted to",
     help=f"{_SITE_HELP}, reaching the same cluster (an SSH site of it, say).",
 )
+# Verbs that take job ids or a workflow: the workflow's own site, else the usual default.
+JOBS_OR_WORKFLOW_SITE_OPTION = click.option(
+    "--site",
+    default=None,
+    show_default="a workflow's recorded site; for job ids $HPCBRIDGE_SITE or local",
+    help=f"{_SITE_HELP}.",
+)
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 
 

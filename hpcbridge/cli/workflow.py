@@ -78,7 +78,7 @@ def submit(
 
     site_ref = os.path.abspath(site) if os.path.isfile(site) else site
     with (
-        _store(state_dir, ledger_url) as store,
+        workflow_store(state_dir, ledger_url) as store,
         _open(site_ref) as cluster,
         _progress(as_json, "submitting") as progress,
     ):
@@ -104,9 +104,9 @@ def status(
     """Show every stage's job and state; cancels dependents that can never run."""
     from hpcbridge.workflows.run import workflow_status
 
-    with _store(state_dir, ledger_url) as store:
+    with workflow_store(state_dir, ledger_url) as store:
         record = store.load(workflow_id)
-    with _open_recorded(record, site) as cluster:
+    with open_recorded(record, site) as cluster:
         stages = workflow_status(cluster, record)
     if as_json:
         echo_json(
@@ -149,8 +149,8 @@ def resume(
 
     fixed = Workflow.from_yaml(fixed_file) if fixed_file else None
     with (
-        _store(state_dir, ledger_url) as store,
-        _open_recorded(store.load(workflow_id), site) as cluster,
+        workflow_store(state_dir, ledger_url) as store,
+        open_recorded(store.load(workflow_id), site) as cluster,
         _progress(as_json, "resubmitting") as progress,
     ):
         record, rerun, skipped = resume_workflow(
@@ -201,9 +201,9 @@ def show(
     from hpcbridge.workflows.export import render_workflow
     from hpcbridge.workflows.run import predicted_durations, workflow_view
 
-    with _store(state_dir, ledger_url) as store:
+    with workflow_store(state_dir, ledger_url) as store:
         record = store.load(workflow_id)
-    with _open_recorded(record, site) as cluster:
+    with open_recorded(record, site) as cluster:
         view = workflow_view(cluster, record)
         predicted = None
         if predict:
@@ -223,7 +223,7 @@ def show(
 
 
 @contextmanager
-def _store(state_dir: str | None, ledger_url: str | None) -> Iterator[WorkflowStore]:
+def workflow_store(state_dir: str | None, ledger_url: str | None) -> Iterator[WorkflowStore]:
     """The ledger's workflows table when a ledger is named, else the state files."""
     from hpcbridge.workflows.store import LedgerStore, StateFileStore
 
@@ -242,7 +242,7 @@ def _open(site: str) -> Cluster:
     return Cluster.from_site(site)
 
 
-def _open_recorded(record: WorkflowRecord, site: str | None) -> Cluster:
+def open_recorded(record: WorkflowRecord, site: str | None) -> Cluster:
     """The cluster of a workflow's jobs: through the site it recorded, or through --site.
 
     --site must reach the same cluster (scheduler and cluster name) as the recorded site: job

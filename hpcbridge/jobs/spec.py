@@ -262,6 +262,7 @@ class JobSpec(_Model):
     begin: datetime | None = None
     deadline: datetime | None = None
     nice: int | None = Field(None, ge=-10000, le=10000)
+    priority: Token | None = None  # a level of the site (SiteConfig.priorities): QOS and nice
     env: dict[str, str] = {}
     workdir: Token | None = None
     stdout: Token | None = None

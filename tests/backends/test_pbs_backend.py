@@ -20,6 +20,7 @@ from hpcbridge import (
     RecordingTransport,
     SchedulerUnavailable,
     SiteConfig,
+    SpecError,
     SubmitError,
 )
 from hpcbridge.backends.pbs import PbsBackend
@@ -143,12 +144,24 @@ def test_forced_rerun_counts_a_restart(cluster: Cluster, pbs_emulator: PbsEmulat
     assert info.restarts == 1
 
 
-def test_priority_is_set_with_qalter(cluster: Cluster, pbs_emulator: PbsEmulator) -> None:
-    job_id = cluster.submit(spec("later", begin="2099-01-01T00:00:00"))
-    pbs_backend(cluster).set_priority([job_id], 500)
-    assert pbs_emulator.job(job_id)["Priority"] == 500  # type: ignore[index]
-    assert cluster.status(job_id)[job_id].reason == "BeginTime"
-    cluster.cancel(job_id)
+def test_priority_levels_are_qsub_and_qalter_p(cluster: Cluster, pbs_emulator: PbsEmulator) -> None:
+    later = {"begin": "2099-01-01T00:00:00"}
+    plain, physics = (
+        cluster.submit(spec("plain", **later)),
+        cluster.submit(spec("physics", account="physics", **later)),
+    )
+    asked = cluster.submit(spec("asked", priority="low", **later))
+    priorities = {job: pbs_emulator.job(job)["Priority"] for job in (plain, physics, asked)}  # type: ignore[index]
+    assert priorities == {plain: 0, physics: 500, asked: -500}  # default, account's, its own
+
+    cluster.set_priority([plain, asked], "high")
+    assert {pbs_emulator.job(job)["Priority"] for job in (plain, asked)} == {500}  # type: ignore[index]
+    assert cluster.status(plain)[plain].reason == "BeginTime"
+    with pytest.raises(
+        SpecError, match=r"priority: 'urgent' is not a level of site test-pbs \(low, normal, high\)"
+    ):
+        cluster.set_priority([plain], "urgent")
+    cluster.cancel([plain, physics, asked])
 
 
 @pytest.mark.pbs_config(job_history_enable=False)

@@ -59,10 +59,17 @@ EXPECTED = {
     ("forecast", "budget"): LEDGER_ONLY,
     ("forecast", "evaluate"): NEITHER,  # a trace file only
     ("advise",): CLUSTER_AND_LEDGER,  # the site's default walltime, the ledger's history
+    ("priority", "levels"): CLUSTER,
+    ("priority", "set"): CLUSTER_AND_LEDGER,  # jobs, or a workflow's record
 }
 
 # A workflow's record names its site; $HPCBRIDGE_SITE, set for new work, must not redirect it.
-RECORDED_SITE = {("workflow", "status"), ("workflow", "resume"), ("workflow", "show")}
+RECORDED_SITE = {
+    ("workflow", "status"),
+    ("workflow", "resume"),
+    ("workflow", "show"),
+    ("priority", "set"),  # a workflow's own site, else (for job ids) $HPCBRIDGE_SITE
+}
 
 
 def options_of(command: click.Command) -> dict[str, click.Option]:

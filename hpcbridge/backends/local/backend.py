@@ -158,6 +158,14 @@ class LocalBackend:
         if refused:
             raise SchedulerError(f"cannot requeue {', '.join(refused)}")
 
+    def set_priority(self, job_ids: Sequence[str], *, qos: str | None, nice: int | None) -> None:
+        """Refused: tasks here take run slots as they free up, in the order they wait."""
+        del qos, nice
+        raise SchedulerError(
+            f"cannot set the priority of {', '.join(job_ids)}: the local backend has no "
+            "priorities (its tasks start as run slots free up)"
+        )
+
     def describe(self) -> str:
         """Where the records are and how many jobs they hold."""
         return f"local backend: state in {self.store.root}, {len(self.store.job_numbers())} jobs"

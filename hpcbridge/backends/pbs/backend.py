@@ -96,7 +96,7 @@ class PbsBackend:
             "select": cli.select_statement(spec, self.gpu_type_resource),
             "array": cli.array_range(spec),
             "dependency": cli.dependency_expression(spec.depends_on),
-            "priority": cli.priority(spec),
+            "priority": cli.priority(spec.nice),
             "begin": cli.begin_time(spec.begin) if spec.begin else None,
             "workdir": ShellCode('"$PBS_O_WORKDIR"') if spec.workdir is None else spec.workdir,
             "stdout": cli.output_word(spec.stdout) if spec.stdout else None,
@@ -154,9 +154,13 @@ class PbsBackend:
         """qrerun: needs manager or operator rights on most servers."""
         self.commands.run(cli.job_command("qrerun", job_ids))
 
-    def set_priority(self, job_ids: Sequence[str], priority: int) -> None:
-        """qalter -p: reorder queued jobs (-1024 lowest, 1023 highest)."""
-        self.commands.run(cli.qalter_priority(job_ids, priority))
+    def set_priority(self, job_ids: Sequence[str], *, qos: str | None, nice: int | None) -> None:
+        """qalter -p (-1024 lowest, 1023 highest) with the negated nice; PBS has no QOS."""
+        if qos is not None:
+            raise SpecError(f"priority: PBS has no QOS (asked for {qos!r}); use a nice value")
+        priority = cli.priority(nice)
+        if priority is not None:
+            self.commands.run(cli.qalter_priority(job_ids, priority))
 
     def describe(self) -> str:
         """The server line of ``qstat -B``."""

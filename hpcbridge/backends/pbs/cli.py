@@ -127,13 +127,13 @@ def array_range(spec: JobSpec) -> str | None:
     return spec.array
 
 
-def priority(spec: JobSpec) -> int | None:
+def priority(nice: int | None) -> int | None:
     """``-p``: Slurm's nice lowers priority as it grows, PBS's priority raises it."""
-    if spec.nice is None:
+    if nice is None:
         return None
-    value = -spec.nice
+    value = -nice
     if value not in _PRIORITY_RANGE:
-        raise SpecError(f"nice: {spec.nice} is outside PBS's priority range -1023..1024")
+        raise SpecError(f"nice: {nice} is outside PBS's priority range -1023..1024")
     return value
 
 

@@ -119,6 +119,11 @@ class SlurmBackend:
         """scontrol requeue; Slurm delays the restart (BeginTime) by about two minutes."""
         self.commands.run(cli.scontrol("requeue", job_ids))
 
+    def set_priority(self, job_ids: Sequence[str], *, qos: str | None, nice: int | None) -> None:
+        """scontrol update QOS=/Nice=; a negative nice takes an operator, as for sbatch."""
+        if qos is not None or nice is not None:
+            self.commands.run(cli.scontrol_priority(job_ids, qos, nice))
+
     def describe(self) -> str:
         """What ``scontrol ping`` says about the controller."""
         return self.commands.run(cli.scontrol_ping()).stdout.strip()

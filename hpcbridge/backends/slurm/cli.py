@@ -168,6 +168,14 @@ def scancel(job_ids: Sequence[str]) -> list[str]:
     return ["scancel", "--verbose", *job_ids]
 
 
+def scontrol_priority(job_ids: Sequence[str], qos: str | None, nice: int | None) -> list[str]:
+    """``scontrol update`` of a comma-separated job list's QOS and/or nice, in one call."""
+    changes = ([f"QOS={qos}"] if qos is not None else []) + (
+        [f"Nice={nice}"] if nice is not None else []
+    )
+    return ["scontrol", "update", f"JobId={','.join(job_ids)}", *changes]
+
+
 def scontrol(verb: str, job_ids: Sequence[str]) -> list[str]:
     """``scontrol hold|release|requeue`` for a comma-separated job list."""
     return ["scontrol", verb, ",".join(job_ids)]

@@ -1,0 +1,126 @@
+"""``hpcbridge priority levels|set``: the site's priority levels, and moving queued jobs
+between them with the scheduler's own knobs (Slurm QOS and nice, PBS ``qalter -p``)."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from hpcbridge.cli.options import (
+    JOBS_OR_WORKFLOW_SITE_OPTION,
+    JSON_OPTION,
+    SITE_OPTION,
+    echo_json,
+    reports_errors,
+)
+from hpcbridge.cli.workflow import LEDGER_OPTION, STATE_DIR_OPTION
+
+
+@click.group()
+def priority() -> None:
+    """Priority levels of a site, and setting them on queued jobs."""
+
+
+@priority.command("levels")
+@SITE_OPTION
+@JSON_OPTION
+@reports_errors
+def priority_levels(site: str, as_json: bool) -> None:
+    """The site's levels, lowest first, with the QOS and nice each stands for."""
+    from hpcbridge.site import SiteConfig
+
+    options = SiteConfig.load(site).priorities
+    rows = [
+        {"level": name, "qos": level.qos, "nice": level.nice, "default": name == options.default}
+        for name, level in options.levels.items()
+    ]
+    if as_json:
+        echo_json({"levels": rows, "accounts": options.accounts})
+        return
+    if not rows:
+        click.echo(f"site {site} defines no priority levels")
+    for row in rows:
+        knobs = [f"{key}={row[key]}" for key in ("qos", "nice") if row[key] is not None]
+        default = "  (default)" if row["default"] else ""
+        click.echo(f"{row['level']}\t{' '.join(knobs) or 'no change'}{default}")
+    for account, level in options.accounts.items():
+        click.echo(f"account {account}: {level}")
+
+
+@priority.command("set")
+@click.argument("level")
+@click.argument("job_ids", nargs=-1)
+@click.option("--workflow", "workflow_id", help="Every queued job of this workflow.")
+@click.option("--stages", help="With --workflow: only these stages (comma-separated).")
+@JOBS_OR_WORKFLOW_SITE_OPTION
+@STATE_DIR_OPTION
+@LEDGER_OPTION
+@JSON_OPTION
+@reports_errors
+def priority_set(
+    level: str,
+    job_ids: tuple[str, ...],
+    *,
+    workflow_id: str | None,
+    stages: str | None,
+    site: str | None,
+    state_dir: str | None,
+    ledger_url: str | None,
+    as_json: bool,
+) -> None:
+    """Move JOB_IDS, or a workflow's queued jobs, to LEVEL (scontrol update / qalter -p)."""
+    if bool(job_ids) == bool(workflow_id):
+        raise click.UsageError("give JOB_IDS or --workflow ID, not both and not neither")
+    if stages and not workflow_id:
+        raise click.UsageError("--stages goes with --workflow")
+    if workflow_id:
+        changed = _set_on_workflow(
+            level, workflow_id, stages=stages, site=site, state_dir=state_dir, ledger_url=ledger_url
+        )
+    else:
+        from hpcbridge.cluster import Cluster
+
+        with Cluster.from_site(site or os.environ.get("HPCBRIDGE_SITE", "local")) as cluster:
+            cluster.set_priority(job_ids, level)
+        changed = list(job_ids)
+    if as_json:
+        echo_json({"level": level, "jobs": changed})
+    elif changed:
+        click.echo(f"{len(changed)} jobs now at {level}: {' '.join(changed)}")
+    else:
+        click.echo(f"no queued jobs in workflow {workflow_id}; nothing changed")
+
+
+def _set_on_workflow(
+    level: str,
+    workflow_id: str,
+    *,
+    stages: str | None,
+    site: str | None,
+    state_dir: str | None,
+    ledger_url: str | None,
+) -> list[str]:
+    """The latest job of each chosen stage that is still pending: running ones keep theirs."""
+    from hpcbridge.cli.workflow import open_recorded, workflow_store
+    from hpcbridge.jobs.state import JobState
+
+    with workflow_store(state_dir, ledger_url) as store:
+        record = store.load(workflow_id)
+    names = [stage.name for stage in record.workflow.stages]
+    chosen = names if stages is None else [name.strip() for name in stages.split(",")]
+    unknown = sorted(set(chosen) - set(names))
+    if unknown:
+        raise click.BadParameter(
+            f"{', '.join(unknown)} not in workflow {workflow_id} ({', '.join(names)})",
+            param_hint="--stages",
+        )
+    latest = [job for job in map(record.latest_job, chosen) if job is not None]
+    with open_recorded(record, site) as cluster:
+        infos = cluster.status(latest) if latest else {}
+        queued = [job for job in latest if infos[job].state is JobState.PENDING]
+        if queued:
+            cluster.set_priority(queued, level)
+        else:
+            cluster.site.priorities.level(level, cluster.site.name)  # still check the level
+    return queued
