@@ -167,3 +167,37 @@ def test_another_users_job_is_permission_denied(slurm_cluster: Cluster, workdir:
         assert slurm_cluster.status(job_id)[job_id].state in (JobState.PENDING, JobState.RUNNING)
     finally:
         slurm_cluster.cancel(job_id)
+
+
+def squeue_priority(job_ids: Sequence[str]) -> dict[str, tuple[int, str, int]]:
+    """Slurm's own view: priority, QOS and nice of each job (squeue -o %Q %q %y)."""
+    listed = subprocess.run(
+        ["squeue", "--noheader", f"--jobs={','.join(job_ids)}", "--format=%i %Q %q %y"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\n")
+    rows = (line.split() for line in listed if line.strip())
+    return {job: (int(priority), qos, int(nice)) for job, priority, qos, nice in rows}
+
+
+def test_priority_levels_move_queued_jobs_ahead(slurm_cluster: Cluster, workdir: Path) -> None:
+    # The node's 16 CPUs are taken; two jobs wait, the later one is moved up and runs first.
+    blocker = slurm_cluster.submit(
+        spec("blocker", workdir, "sleep 5", resources={"cpus_per_task": 16})
+    )
+    first = slurm_cluster.submit(spec("first", workdir, "date +%s.%N > first", priority="low"))
+    second = slurm_cluster.submit(spec("second", workdir, "date +%s.%N > second"))
+    try:
+        before = squeue_priority([first, second])
+        assert before[first][1:] == ("normal", 1000)  # low: nice 1000
+        slurm_cluster.set_priority([second], "high")
+        after = squeue_priority([first, second])
+        assert after[second][1:] == ("high", 0)
+        assert after[second][0] > before[second][0] > after[first][0]
+        infos = slurm_cluster.wait([blocker, first, second], timeout=120)
+        assert infos[second].start_time <= infos[first].start_time  # type: ignore[operator]
+        assert float((workdir / "second").read_text()) < float((workdir / "first").read_text())
+    except BaseException:
+        slurm_cluster.cancel([blocker, first, second])
+        raise

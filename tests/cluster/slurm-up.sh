@@ -121,6 +121,15 @@ SelectTypeParameters=CR_CPU_Memory
 # could not share the node.
 DefMemPerCPU=500
 SchedulerType=sched/backfill
+# Priorities that QOS and nice move (hpcbridge priority levels): every job gets the partition's
+# 10000 as a base, so a positive nice lowers it instead of clamping at 1; QOS priority adds up
+# to 1000. Age, fairshare and size weigh nothing, so equal jobs stay in submission order.
+PriorityType=priority/multifactor
+PriorityWeightPartition=10000
+PriorityWeightQOS=1000
+PriorityWeightAge=0
+PriorityWeightFairshare=0
+PriorityWeightJobSize=0
 # Schedule on every event without batching delay; short periodic passes.
 SchedulerParameters=batch_sched_delay=0,sched_interval=5,bf_interval=5,default_queue_depth=1000
 
@@ -141,6 +150,9 @@ AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStorageTRES=gres/gpu,gres/gpu:a100
 AccountingStoreFlags=job_comment
+# Association limits (GrpTRESMins: hpcbridge budget sync) and QOS are enforced, as on a real
+# site; a user needs an association to submit.
+AccountingStorageEnforce=associations,limits,qos
 JobCompType=jobcomp/none
 
 # The node claims more than the machine has (config_overrides) so that many
@@ -261,9 +273,8 @@ start_slurmdbd() {
 }
 
 # Users given the test associations: root, plus the developer behind sudo and
-# any names in SLURM_EXTRA_USERS (e.g. an SSH test user). Accounting is not
-# enforced, so other users can still submit; they just have no default
-# account.
+# any names in SLURM_EXTRA_USERS (e.g. an SSH test user). Associations are
+# enforced: other users cannot submit.
 accounting_users() {
     local u seen=" "
     for u in root ${SUDO_USER:-} ${SLURM_EXTRA_USERS:-}; do
@@ -283,11 +294,13 @@ accounting_ok() {
     local user acct assocs
     sacctmgr -n -P show cluster format=cluster | grep -qx "$CLUSTER" || return 1
     sacctmgr -n -P show qos format=name | grep -qx long || return 1
+    [[ $(sacctmgr -n -P show qos high format=priority) == 100 ]] || return 1
     for user in "${USERS[@]}"; do
         [[ $(sacctmgr -n -P show user "$user" format=defaultaccount) == physics ]] || return 1
         assocs=$(sacctmgr -n -P show assoc cluster="$CLUSTER" user="$user" format=account,qos)
         for acct in root physics chemistry; do
             grep -Eq "^$acct\|(.*,)?long(,.*)?$" <<<"$assocs" || return 1
+            grep -Eq "^$acct\|(.*,)?high(,.*)?$" <<<"$assocs" || return 1
             grep -Eq "^$acct\|(.*,)?normal(,.*)?$" <<<"$assocs" || return 1
         done
     done
@@ -301,13 +314,15 @@ setup_accounting() {
     # "add" fails when the entity already exists; the final check decides.
     sacctmgr -i add cluster "$CLUSTER" >/dev/null || true
     sacctmgr -i add qos long >/dev/null || true
+    sacctmgr -i add qos high >/dev/null || true
+    sacctmgr -i modify qos high set priority=100 >/dev/null || true
     sacctmgr -i add account physics,chemistry cluster="$CLUSTER" \
         description=test organization=hpcbridge >/dev/null || true
     for user in "${USERS[@]}"; do
         sacctmgr -i add user "$user" account=root,physics,chemistry \
             defaultaccount=physics cluster="$CLUSTER" >/dev/null || true
         sacctmgr -i modify user "$user" set defaultaccount=physics >/dev/null || true
-        sacctmgr -i modify user "$user" set qos=normal,long defaultqos=normal >/dev/null || true
+        sacctmgr -i modify user "$user" set qos=normal,long,high defaultqos=normal >/dev/null || true
     done
     accounting_ok || {
         sacctmgr show assoc cluster="$CLUSTER" format=cluster,account,user,qos,defaultqos >&2 || true
