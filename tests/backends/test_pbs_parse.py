@@ -180,9 +180,10 @@ def test_directive_translations() -> None:
     assert cli.array_range(spec(array="1-10:2%3")) == "1-10:2%3"
     with pytest.raises(SpecError, match="one range"):
         cli.array_range(spec(array="1,3,5"))
-    assert cli.priority(spec(nice=100)) == -100
+    assert cli.priority(100) == -100
+    assert cli.priority(None) is None
     with pytest.raises(SpecError, match="priority range"):
-        cli.priority(spec(nice=-5000))
+        cli.priority(-5000)
     assert cli.begin_time(datetime(2030, 1, 2, 3, 4, 5)) == "203001020304.05"
     assert cli.output_word("out/%x-%j_%a%%.log") == (
         'out/"${PBS_JOBNAME}"-"${PBS_JOBID}"_"${PBS_ARRAY_INDEX}"%.log'
