@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import sys
@@ -915,13 +916,32 @@ def _readable(path: Path) -> bool:
     return True
 
 
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) process `pid` has used so far (/proc/PID/stat utime, stime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def test_speed_of_submit_and_of_qstat_over_1000_jobs(pbs_emulator: PbsEmulator) -> None:
-    """Generous bounds (loaded CI machines); the README reports what was measured."""
-    submits = []
-    for _ in range(5):
-        started = time.monotonic()
-        assert pbs_emulator.run("qsub", "-h", input="true\n").returncode == 0
-        submits.append(time.monotonic() - started)
+    """CPU time of the command and the server, not wall time: on a loaded 2-core machine a
+    command waits for a CPU (wall medians of 0.53 s for a 45 ms qsub were seen with a busy
+    loop beside the suite), which says nothing about the emulator. The bounds stay generous;
+    the README reports the wall times measured on an idle machine."""
+    server = pbs_emulator.start()
+
+    def cpu_of(*argv: str, stdin: str | None = None) -> tuple[float, str]:
+        client, served = _children_cpu_seconds(), _cpu_seconds(server)
+        result = pbs_emulator.run(*argv, input=stdin)
+        assert result.returncode == 0, result.stderr
+        used = _children_cpu_seconds() - client + _cpu_seconds(server) - served
+        return used, result.stdout
+
+    submits = [cpu_of("qsub", "-h", stdin="true\n")[0] for _ in range(5)]
     assert statistics.median(submits) < 0.5
     sys.path.insert(0, str(EMULATOR_DIR))
     from pbs_emulator import client, common
@@ -933,10 +953,8 @@ def test_speed_of_submit_and_of_qstat_over_1000_jobs(pbs_emulator: PbsEmulator) 
         client.request(
             {**request, "attrs": {"name": f"job{index}", "hold": True, "variables": []}}, home
         )
-    started = time.monotonic()
-    result = pbs_emulator.run("qstat", "-x", "-f", "-F", "json")
-    elapsed = time.monotonic() - started
-    assert len(json.loads(result.stdout)["Jobs"]) == 1000
+    elapsed, stdout = cpu_of("qstat", "-x", "-f", "-F", "json")
+    assert len(json.loads(stdout)["Jobs"]) == 1000
     assert elapsed < 1.5
 
 
