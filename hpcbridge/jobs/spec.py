@@ -270,6 +270,8 @@ class JobSpec(_Model):
     modules: list[Token] = []
     setup: list[Annotated[str, AfterValidator(_runnable)]] = []
     checkpoint: CheckpointSpec | None = None
+    # Submitted held (sbatch --hold, qsub -h): it waits until released, as a budget hold does.
+    hold: bool = False
     # Nodes the job must not run on (sbatch --exclude): set by workflow resume after a node
     # failure. PBS's qsub and the local backend have no such request and refuse it.
     exclude_nodes: NodeList | None = None

@@ -355,7 +355,7 @@ def _record(meta: st.JobMeta, spec: JobSpec, index: int | None) -> st.Record:
         "name": spec.name,
         "state": st.PENDING,
         "reason": reason,
-        "held": False,
+        "held": spec.hold,
         "exit_code": None,
         "exit_signal": None,
         "node": None,
