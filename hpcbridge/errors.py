@@ -24,7 +24,9 @@ may succeed::
     ├── TraceError                      an imported trace is malformed (line and field named)
     ├── WorkflowError                   a workflow id is unknown or its stored state unusable
     ├── CheckpointError                 no valid checkpoint, or a manifest cannot be read
-    └── ForecastError                   too little history to forecast or advise from
+    ├── ForecastError                   too little history to forecast or advise from
+    └── BudgetExceeded                  a job's worst case does not fit what its account (or
+                                        user) has left; the numbers and the knob named
 """
 
 from __future__ import annotations
@@ -135,3 +137,8 @@ class CheckpointError(HpcBridgeError):
 
 class ForecastError(HpcBridgeError):
     """The ledger holds too little history for the forecast or advice asked for."""
+
+
+class BudgetExceeded(HpcBridgeError):
+    """A job was refused at submit: its worst case, with what the account's queued and
+    running jobs have committed, exceeds what is left of its budget."""

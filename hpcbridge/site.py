@@ -159,6 +159,45 @@ class PriorityOptions(_Config):
         return ", ".join(self.levels) or "it defines none"
 
 
+class BudgetLimit(_Config):
+    """Core-hours and GPU-hours one user of an account may use per period (None: no limit)."""
+
+    core_hours: float | None = Field(None, ge=0)
+    gpu_hours: float | None = Field(None, ge=0)
+
+
+class AccountBudget(BudgetLimit):
+    """One account's budget: the ledger's allocation covering now (``period: allocation``,
+    raised with ``hpcbridge budget allocate``), or ``core_hours``/``gpu_hours`` per rolling
+    month (``period: month``, the last 30 days); ``users`` limit single users within it."""
+
+    period: Literal["allocation", "month"] = "allocation"
+    users: dict[Token, BudgetLimit] = {}
+
+    @model_validator(mode="after")
+    def _limit_from_one_place(self) -> AccountBudget:
+        given = self.core_hours is not None or self.gpu_hours is not None
+        if self.period == "allocation" and given:
+            raise ValueError(
+                "core_hours/gpu_hours: with period allocation the limit is the ledger's "
+                "allocation; give them with period: month, or leave them out"
+            )
+        if self.period == "month" and not given:
+            raise ValueError("period month needs core_hours and/or gpu_hours")
+        return self
+
+
+class BudgetOptions(_Config):
+    """Budgets checked at submit (hpcbridge.policy.budget): a job whose worst case, with what
+    the account's queued and running jobs have committed, exceeds what is left is refused,
+    or with ``on_exhausted: hold`` submitted held until ``hpcbridge budget release`` finds
+    room; a warning once ``warn_at`` percent would be used."""
+
+    accounts: dict[Token, AccountBudget] = {}
+    on_exhausted: Literal["refuse", "hold"] = "refuse"
+    warn_at: float = Field(80.0, gt=0, le=100)
+
+
 class LocalOptions(_Config):
     """The embedded local backend: ``max_running`` tasks at once (default: one per CPU); the
     rest wait PENDING with reason Resources, as a real scheduler holds jobs it has no room for."""
@@ -212,6 +251,7 @@ class SiteConfig(_Config):
     local: LocalOptions = LocalOptions()
     ledger: LedgerOptions = LedgerOptions()
     priorities: PriorityOptions = PriorityOptions()
+    budgets: BudgetOptions = BudgetOptions()
 
     @model_validator(mode="after")
     def _pbs_has_no_qos(self) -> SiteConfig:

@@ -20,6 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "hpcbridge"
 LAYERS = (
     "cli",
     "workflows",
+    "policy",
     "reports",
     "forecast",
     "ledger",

@@ -16,6 +16,7 @@ import click
 from hpcbridge.cli.options import (
     EXIT_JOB_FAILED,
     JSON_OPTION,
+    LEDGER_OPTION,
     SITE_OPTION,
     Command,
     Seconds,
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from hpcbridge.cluster import Cluster
+    from hpcbridge.jobs.spec import JobSpec
     from hpcbridge.jobs.state import JobInfo
 
 
@@ -60,19 +62,35 @@ def render(job_file: str, site: str, as_json: bool) -> None:
 @click.argument("job_file", type=click.Path(dir_okay=False))
 @click.option("--wait", "wait_for_end", is_flag=True, help="Wait until the job ends.")
 @click.option("--timeout", type=Seconds(), default=None, help="Seconds --wait waits at most.")
+@LEDGER_OPTION
 @_site_options
 def submit(
-    job_file: str, wait_for_end: bool, timeout: float | None, site: str, as_json: bool
+    job_file: str,
+    *,
+    wait_for_end: bool,
+    timeout: float | None,
+    ledger_url: str | None,
+    site: str,
+    as_json: bool,
 ) -> None:
-    """Submit JOB_FILE (YAML with JobSpec fields) and print the job id."""
+    """Submit JOB_FILE (YAML with JobSpec fields) and print the job id.
+
+    On a site with budgets the job's worst case is checked against its account's (the
+    ledger's usage, the queue's commitments): refused with the numbers, or held for budget.
+    """
     from hpcbridge.jobs.spec import JobSpec
 
     with _open(site) as cluster:
-        job_id = cluster.submit(JobSpec.from_yaml(job_file))
+        spec = JobSpec.from_yaml(job_file)
+        held = False
+        if cluster.site.budgets.accounts:
+            job_id, held = _submit_within_budget(cluster, spec, ledger_url)
+        else:
+            job_id = cluster.submit(spec)
         _remember(cluster.site.name, [job_id])
         if not wait_for_end:
             if as_json:
-                echo_json({"job_id": job_id})
+                echo_json({"job_id": job_id, "held_for_budget": held})
             else:
                 click.echo(job_id)
             return
@@ -80,6 +98,25 @@ def submit(
     _show(infos.values(), as_json)
     if any(info.state.value != "COMPLETED" for info in infos.values()):
         sys.exit(EXIT_JOB_FAILED)
+
+
+def _submit_within_budget(
+    cluster: Cluster, spec: JobSpec, ledger_url: str | None
+) -> tuple[str, bool]:
+    """Submit through the budget check (hpcbridge.policy.budget); warnings go to stderr."""
+    from hpcbridge.ledger.store import Ledger
+    from hpcbridge.policy.budget import submit_within_budget
+
+    with Ledger.open(ledger_url, upgrade=False) as ledger:
+        submitted = submit_within_budget(cluster, ledger, spec)
+    for warning in submitted.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if submitted.held:
+        click.echo(
+            f"job {submitted.job_id} is held until budget frees up (hpcbridge budget release)",
+            err=True,
+        )
+    return submitted.job_id, submitted.held
 
 
 @click.command()

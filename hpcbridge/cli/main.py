@@ -10,6 +10,7 @@ from __future__ import annotations
 import click
 
 from hpcbridge.cli import jobs
+from hpcbridge.cli.budget import budget
 from hpcbridge.cli.checkpoint import checkpoint
 from hpcbridge.cli.forecast import advise, forecast
 from hpcbridge.cli.ledger import ledger
@@ -25,5 +26,15 @@ def main() -> None:
     """Drive Slurm, PBS (and the local backend) from one typed job model."""
 
 
-for command in (*jobs.COMMANDS, workflow, priority, checkpoint, ledger, report, forecast, advise):
+for command in (
+    *jobs.COMMANDS,
+    workflow,
+    priority,
+    budget,
+    checkpoint,
+    ledger,
+    report,
+    forecast,
+    advise,
+):
     main.add_command(command)

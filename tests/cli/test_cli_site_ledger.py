@@ -33,7 +33,7 @@ NEITHER: frozenset[str] = frozenset()
 EXPECTED = {
     # one job at a time, on the site's scheduler
     ("render",): CLUSTER,  # the site's templates and partition defaults
-    ("submit",): CLUSTER,
+    ("submit",): CLUSTER_AND_LEDGER,  # the ledger's usage, where the site has budgets
     ("status",): CLUSTER,
     ("wait",): CLUSTER,
     ("cancel",): CLUSTER,
@@ -61,6 +61,10 @@ EXPECTED = {
     ("advise",): CLUSTER_AND_LEDGER,  # the site's default walltime, the ledger's history
     ("priority", "levels"): CLUSTER,
     ("priority", "set"): CLUSTER_AND_LEDGER,  # jobs, or a workflow's record
+    ("budget", "show"): CLUSTER_AND_LEDGER,  # the queue's commitments, the ledger's usage
+    ("budget", "release"): CLUSTER_AND_LEDGER,
+    ("budget", "sync"): CLUSTER_AND_LEDGER,  # limits from the ledger's allocations
+    ("budget", "allocate"): LEDGER_ONLY,
 }
 
 # A workflow's record names its site; $HPCBRIDGE_SITE, set for new work, must not redirect it.
