@@ -27,7 +27,7 @@ from __future__ import annotations
 import getpass
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -87,9 +87,6 @@ class Commitment:
     running: int = 0
     unbounded: int = 0  # jobs without a time limit, whose use cannot be bounded
 
-    def __add__(self, other: Commitment) -> Commitment:
-        return Commitment(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
-
     def words(self) -> str:
         """ "14 queued jobs", "3 running and 11 queued jobs"."""
         parts = [f"{self.running} running"] if self.running else []
@@ -103,18 +100,21 @@ def committed(
 ) -> Commitment:
     """The commitment of ``queue`` (of one user, if given), less the jobs waiting for budget."""
     excluded = set(waiting)
-    total = Commitment()
-    for job in queue:
+    core_s = gpu_s = 0.0
+    queued = running = unbounded = 0
+    for job in queue:  # plain sums: a queue may hold thousands of tasks
         if job.job_id in excluded or (user is not None and job.user != user):
             continue
-        hours = (job.seconds_left or 0) / _HOUR
-        total += Commitment(
-            Cost(job.cores * hours, job.gpus * hours),
-            queued=0 if job.running else 1,
-            running=1 if job.running else 0,
-            unbounded=1 if job.seconds_left is None else 0,
-        )
-    return total
+        if job.running:
+            running += 1
+        else:
+            queued += 1
+        if job.seconds_left is None:
+            unbounded += 1
+            continue
+        core_s += job.cores * job.seconds_left
+        gpu_s += job.gpus * job.seconds_left
+    return Commitment(Cost(core_s / _HOUR, gpu_s / _HOUR), queued, running, unbounded)
 
 
 @dataclass(frozen=True)

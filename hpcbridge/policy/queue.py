@@ -9,6 +9,7 @@ SchedulerCommands, so retries and error wording are the backend's.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -149,6 +150,7 @@ def _qstat_all(*, json: bool) -> list[str]:
     return cli.qstat_all(json=json, history=False)
 
 
+@functools.lru_cache(maxsize=256)
 def _gres_gpus(gres: str) -> int:
     """GPUs per node in squeue's %b: "gres:gpu:2", "gres:gpu:a100:1", comma-separated."""
     total = 0
@@ -161,6 +163,7 @@ def _gres_gpus(gres: str) -> int:
     return total
 
 
+@functools.lru_cache(maxsize=256)  # a queue repeats a few limits thousands of times
 def _slurm_seconds(text: str) -> int | None:
     """squeue's %L ("10:00", "1-00:00:00"); None for UNLIMITED, NOT_SET and the like."""
     try:

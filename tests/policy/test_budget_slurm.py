@@ -33,8 +33,9 @@ pytestmark = pytest.mark.slurm
 
 
 @pytest.fixture(autouse=True)
-def _private_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _private_state(tmp_path: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.chdir(workdir)  # where the jobs' output files go
 
 
 @pytest.fixture
