@@ -1,0 +1,71 @@
+"""Budgets on the PBS emulator: hpcbridge's own check (PBS has no association limits),
+counting queued subjobs from one qstat call; held with qsub -h and released with qrls."""
+
+from __future__ import annotations
+
+import pytest
+from budget_helpers import PERIOD, record_usage
+from pbs_plugin import PbsEmulator
+
+from hpcbridge import Cluster, JobSpec, SiteConfig
+from hpcbridge.errors import BudgetExceeded, ConfigError
+from hpcbridge.ledger.store import Ledger
+from hpcbridge.policy.budget import submit_within_budget
+from hpcbridge.policy.release import release_waiting
+from hpcbridge.policy.slurm_limits import sync_limits
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def cluster(
+    pbs_emulator: PbsEmulator, tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> Cluster:
+    monkeypatch.chdir(str(tmp_path))
+    monkeypatch.setenv("XDG_STATE_HOME", f"{tmp_path}/state")
+    base = SiteConfig.load("test-pbs")
+    budgets = {"accounts": {"chemistry": {}}, "on_exhausted": "hold"}
+    data = base.model_dump(exclude_none=True) | {"budgets": budgets}
+    return Cluster(SiteConfig.model_validate(data))
+
+
+def _job(cores: int, minutes: int, **fields: object) -> JobSpec:
+    return JobSpec.parse(
+        {
+            "name": "budget",
+            "command": "sleep 120",
+            "account": "chemistry",
+            "resources": {"ntasks": cores, "walltime": f"{minutes}:00"},
+            **fields,
+        }
+    )
+
+
+def test_pbs_budget_is_hpcbridges_own_check(cluster: Cluster, ledger: Ledger) -> None:
+    ledger.set_allocation("chemistry", *PERIOD, core_hours=4)
+    record_usage(ledger, "emulator", "pbs", "chemistry", core_hours=1)
+    # an array of 4 held tasks x 1 core x 15 min commits 1 core-hour (every subjob counted)
+    queued = cluster.submit(_job(1, 15, array="1-4", hold=True))
+    held = submit_within_budget(cluster, ledger, _job(4, 45))  # 3 core-hours: 3 - 1 < 3
+    assert held.held
+    assert held.warnings == (
+        "budget chemistry: 3 core-hours left, 1 committed by 4 queued jobs; this job may use "
+        "3 (raise the allocation: hpcbridge budget allocate chemistry --core-hours N "
+        "[--gpu-hours M])",
+    )
+    (info,) = cluster.status([held.job_id]).values()
+    assert info.reason == "JobHeldUser"
+    assert release_waiting(cluster, ledger).released == ()
+    ledger.set_allocation("chemistry", *PERIOD, core_hours=10)
+    assert release_waiting(cluster, ledger).released == (held.job_id,)
+    assert cluster.status([held.job_id])[held.job_id].reason != "JobHeldUser"
+    refusing = Cluster(
+        cluster.site.model_copy(
+            update={"budgets": cluster.site.budgets.model_copy(update={"on_exhausted": "refuse"})}
+        )
+    )
+    with pytest.raises(BudgetExceeded, match=r"^budget chemistry: 9 core-hours left, 4 committed"):
+        submit_within_budget(refusing, ledger, _job(4, 60 * 4))
+    with pytest.raises(ConfigError, match="pbs has no association limits"):
+        sync_limits(cluster, ledger)
+    cluster.cancel([queued, held.job_id])
