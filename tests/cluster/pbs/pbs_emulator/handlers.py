@@ -151,6 +151,8 @@ def hold(st: ServerState, req: Request) -> dict[str, Any]:
         now = time.time()
         job.hold = "".join(sorted(set(job.hold + types.replace("n", ""))))
         st.logs.server_log(job.id, f"Holds {types} set at request of {requestor(req)}")
+        if job.id in st.procs:  # MoM is asked to checkpoint the running job (tracejob.txt)
+            st.logs.mom_log(job.id, "req_holdjob: Checkpoint initiated.")
         if job.state in ("Q", "W", "H"):
             if job.state != "H":  # a held job keeps its substate (22: still on a dependency)
                 job.state, job.substate = "H", HELD
@@ -202,6 +204,7 @@ def rerun_job(st: ServerState, job: Job, who: str, force: bool) -> None:
         raise PbsError(errors.NORERUN)
     now = time.time()
     st.logs.server_log(job.id, f"Job Rerun at request of {who}")
+    st.logs.mom_log(job.id, "signal job request received")
     st.logs.mom_log(job.id, "signal job with Rerun")
     if job.id not in st.procs:  # node down: nothing to kill
         lifecycle.requeue(st, job, -11, now)
@@ -340,6 +343,9 @@ def apply_alter(st: ServerState, job: Job, changes: dict[str, Any], who: str) ->
         if job.state in ("Q", "W"):
             lifecycle.set_queued(st, job, now)
     st.logs.server_log(job.id, f"Job Modified at request of {who}")
+    if job.id in st.procs:  # relayed to MoM, which names the server's address (tracejob.txt)
+        user = who.split("@", 1)[0]
+        st.logs.mom_log(job.id, f"Job Modified at request of {user}@127.0.0.1:15001")
     st.logs.account("a", job.id, " ".join(record), now)
     st.touch(job, now)
     st.wants_schedule = True

@@ -148,18 +148,32 @@ def check_walltime(st: ServerState, job: Job, proc: Proc, now: float) -> None:
         used = job.walltime_used + now - (proc.running_since or now)
         job.kill_reason = "walltime"
         st.logs.mom_log(job.id, f"walltime {int(used)} exceeded limit {limit}")
-        st.logs.mom_log(job.id, "kill_job")
         kill(st, job, signal.SIGTERM, now)
 
 
 def kill(st: ServerState, job: Job, signum: int, now: float) -> None:
-    """Signal the job's processes; SIGKILL follows after kill_delay if they linger."""
+    """Signal the job's processes to end it (qdel, qrerun, walltime); SIGKILL follows after
+    kill_delay if they linger. MoM logs kill_job and its task "terminated" at once, as in
+    every tracejob capture of such an end."""
     proc = st.procs.get(job.id)
     if job.state == "S":
         st.mom.signal(job, signal.SIGCONT)
     st.mom.signal(job, signum)
+    if proc is not None:
+        st.logs.mom_log(job.id, "kill_job")
+        st.logs.mom_log(job.id, "task 00000001 terminated")
     if proc is not None and signum != signal.SIGKILL:
         proc.kill_at = now + float(st.config.get("kill_delay", 10))
+
+
+# MoM's first line when a job's task is gone, by why it was killed (tracejob.txt,
+# tracejob_deleted-job.txt: the task killed earlier has "no active process"; after a walltime
+# kill, tracejob_walltime-exceeded.txt: MoM kills again and forces the task out).
+TASK_GONE = {
+    "rerun": ("no active process for task 00000001",),
+    "delete": ("no active process for task 00000001",),
+    "walltime": ("kill_job", "task 00000001 force exited"),
+}
 
 
 def process_ended(
@@ -179,7 +193,7 @@ def process_ended(
     vmem = (job.used or {}).get("vmem", "0kb")
     job.used = used_dict(job, cput, rss_kb, int(vmem[:-2] or 0), walltime)
     for line in (
-        "task 00000001 terminated",
+        *TASK_GONE.get(job.kill_reason, ("task 00000001 terminated",)),
         "Terminated",
         f"task 00000001 cput={units.hms(cput)}",
         "kill_job",
@@ -190,6 +204,13 @@ def process_ended(
     if job.kill_reason == "nodefail":
         return  # the node is gone; node_failed() decides once node_fail_requeue expires
     if job.kill_reason == "rerun":
+        st.logs.server_log(
+            job.id,
+            f"Obit received momhop:{job.run_count} serverhop:{job.run_count} "
+            f"state:R substate:{job.substate}",
+        )
+        for line in ("delete job request received", "kill_job"):  # MoM drops the old run
+            st.logs.mom_log(job.id, line)
         discard_output(st, job)
         requeue(st, job, -11, now)
         return
@@ -223,6 +244,8 @@ def end_run(st: ServerState, job: Job, code: int, now: float) -> None:
         f"Obit received momhop:{job.run_count} serverhop:{job.run_count} state:R substate:42",
     )
     st.logs.server_log(job.id, f"Exit_status={code} {resources}")
+    if job.kill_reason == "delete":  # the qdel, answered now (tracejob_deleted-job.txt)
+        st.logs.server_log(job.id, "delete job request received")
     for line in (
         "copy file request received",
         "Staged 2/2 items out over 0:00:00",
@@ -355,6 +378,7 @@ def delete(st: ServerState, job: Job, requestor: str, force: bool, now: float) -
         st.logs.server_log(job.id, "Job sent signal TermJob on delete")
         st.logs.server_log(job.id, f"Job to be deleted at request of {requestor}")
         if job.id in st.procs:
+            st.logs.mom_log(job.id, "signal job request received")
             st.logs.mom_log(job.id, "signal job with TermJob")
             kill(st, job, signal.SIGKILL if force else signal.SIGTERM, now)
             job.state, job.substate = "E", EXITING
