@@ -37,16 +37,21 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
+    CompoundSelect,
     Select,
     String,
     and_,
     case,
+    cast,
     column,
     func,
     literal_column,
+    not_,
+    null,
     or_,
     select,
     type_coerce,
+    union_all,
     values,
 )
 
@@ -169,7 +174,6 @@ def usage_query(
     grouped = [keys[key].label(key) for key in by if key in keys]
     grouped.append(_placement_expression(start, end, periods).label("placement"))
     charged = charged_seconds(start, end)
-    grouped += _single_keys(start, end, charged, periods)
     first_part, last_part = _edge_parts(start, end, charged, periods)
     query = (
         select(
@@ -182,7 +186,6 @@ def usage_query(
         # it (zero-length attempts); one ending exactly at the start does not. end >= start
         # leaves out corrupt rows, which would count negative hours.
         .where(start < _int(last), or_(end > _int(first), start >= _int(first)), end >= start)
-        .group_by(*(column.element for column in grouped))
     )
     if finished is not None:
         ended = attempts.c.end_at
@@ -196,7 +199,39 @@ def usage_query(
         )
     if account is not None:
         query = query.where(attempts.c.account_id == _account_id(account))
-    return with_names(query.subquery(), by)
+    group_keys = [column.element for column in grouped]
+    if len(periods) == 1 or finished is False:  # no attempt is split in Python
+        return with_names(query.group_by(*group_keys).subquery(), by)
+    return with_names(_apart(query, group_keys, start, end, charged).subquery(), by)
+
+
+def _apart(
+    query: Select[Any], group_keys: list[Any], start: Any, end: Any, charged: Any
+) -> CompoundSelect[Any]:
+    """``query`` grouped, with the finished attempts that may run through whole periods and
+    are charged other than their length grouped apart by their own start, end and charge,
+    which periods.spread reads to split them in Python; NULL in those columns elsewhere.
+
+    Two grouped SELECTs (UNION ALL) rather than the three as extra keys of one GROUP BY:
+    SQLite sorts every attempt by its group keys, and three more keys, NULL for nearly all,
+    took a third of the CPU time of a scan of 500,000 attempts (2.3 s against 1.5 s). The
+    second SELECT reads the same attempts again, but sorts only the rare ones it keeps.
+    """
+    length = end - start
+    single = and_(
+        JobAttempt.__table__.c.end_at.is_not(None),
+        length > _int(RUNS_THROUGH_S),
+        charged != length,
+    )
+    values = {"single_start": start, "single_end": end, "single_charged": charged}
+    rest = query.add_columns(*(cast(null(), BigInteger).label(name) for name in values)).where(
+        not_(single)
+    )
+    kept = query.add_columns(*(value.label(name) for name, value in values.items()))
+    return union_all(
+        rest.group_by(*group_keys),
+        kept.where(single).group_by(*group_keys, *values.values()),
+    )
 
 
 def per_attempt_sums(started: ColumnElement[bool] | None = None) -> list[Any]:
@@ -259,28 +294,6 @@ def _edge_parts(start: Any, end: Any, charged: Any, periods: Periods) -> tuple[A
     last = charged_between(charged, start, end, last_start, least(end, _int(bounds[-1])))
     same_day = start // _int(_DAY) == (end - 1) // _int(_DAY)
     return first, case((same_day, 0), else_=last)
-
-
-def _single_keys(start: Any, end: Any, charged: Any, periods: Periods) -> list[Any]:
-    """start, end and charge of a finished attempt that may run through whole periods and is
-    charged other than its length, NULL for every other: the extra group keys that keep each
-    such attempt apart for periods.spread to split in Python."""
-    if len(periods) == 1:
-        return []
-    length = end - start
-    single = and_(
-        JobAttempt.__table__.c.end_at.is_not(None),
-        length > _int(RUNS_THROUGH_S),
-        charged != length,
-    )
-    return [
-        case((single, value)).label(name)
-        for name, value in (
-            ("single_start", start),
-            ("single_end", end),
-            ("single_charged", charged),
-        )
-    ]
 
 
 def _weighted(count: Any, name: str, first: Any, last: Any) -> list[Any]:
