@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import BigInteger, func, select, type_coerce
+from sqlalchemy import func, select
 
 from hpcbridge.errors import ConfigError, ForecastError
 from hpcbridge.ledger.periods import Periods, epoch
 from hpcbridge.ledger.schema import Account, Allocation, Cluster, JobAttempt, User
 from hpcbridge.ledger.sqlfuncs import greatest, least
 from hpcbridge.ledger.usage import Balance, Usage, usage_report
+from hpcbridge.ledger.usage_sql import charged_between, charged_seconds, seconds_of
 
 if TYPE_CHECKING:
     from hpcbridge.forecast.usage import BurnDown
@@ -231,15 +232,18 @@ def top_jobs(
     now: datetime | None = None,
 ) -> tuple[TopJob, ...]:
     """The ``count`` attempts of ``account`` with the most core-hours inside [start, end)
-    (running ones up to ``now``), largest first; ties by job id."""
+    (running ones up to ``now``), largest first; ties by job id.
+
+    Core-hours are the usage report's: cpus x the scheduler's charge (usage_sql's
+    charged_seconds: a suspended Slurm job is not charged for its suspension, a PBS job its
+    walltime), its share inside the range as usage_sql.charged_between gives it, so a job
+    ranks here by what it is charged there, and ``elapsed_s`` is that charge."""
     attempts = JobAttempt.__table__
     first, last = epoch(start), epoch(end)
-    # Times are stored as epoch seconds (schema.UtcTime): compute with them as integers.
-    begun = type_coerce(attempts.c.start_at, BigInteger)
-    ended = func.coalesce(
-        type_coerce(attempts.c.end_at, BigInteger), epoch(now or datetime.now(UTC))
-    )
-    inside = least(ended, last) - greatest(begun, first)
+    begun = seconds_of(attempts.c.start_at)
+    ended = func.coalesce(seconds_of(attempts.c.end_at), epoch(now or datetime.now(UTC)))
+    charged = charged_seconds(begun, ended)
+    inside = charged_between(charged, begun, ended, greatest(begun, first), least(ended, last))
     cpu_seconds = func.coalesce(attempts.c.alloc_cpus, 0) * inside
     query = (
         select(
@@ -250,7 +254,7 @@ def top_jobs(
             attempts.c.name,
             attempts.c.state,
             attempts.c.start_at,
-            func.coalesce(attempts.c.elapsed_s, ended - begun).label("elapsed_s"),
+            charged.label("elapsed_s"),
             cpu_seconds.label("cpu_seconds"),
             (func.coalesce(attempts.c.alloc_gpus, 0) * inside).label("gpu_seconds"),
         )

@@ -159,6 +159,30 @@ def test_top_jobs_by_core_hours_inside_the_range(report: GrantReport) -> None:
     assert top[1]["elapsed_s"] == 5 * 86400  # running: up to now
 
 
+def test_top_jobs_rank_and_report_the_charge_not_the_length(ledger: Ledger) -> None:
+    """A job's core-hours here are what the usage report charges it: cpus x the scheduler's
+    charged seconds (elapsed_s), not cpus x (end - start), and the ranking follows them."""
+    ledger.upsert_attempts(
+        "c1",
+        "slurm",
+        [
+            # Suspended for a day: two days from start to end, ElapsedRaw one day.
+            job("11", "alice", t(2, 1), t(2, 3), 8, elapsed_s=86400),
+            job("12", "bob", t(2, 5), t(2, 6, 12), 8, elapsed_s=36 * 3600),
+            # Half its length inside the range, charged 12 h of its 24: 6 h inside.
+            job("13", "carol", t(3, 31, 12), t(4, 1, 12), 16, elapsed_s=12 * 3600),
+        ],
+        source="test",
+    )
+    report = grant_report(ledger, "physics", START, END, top=3, now=t(5, 1))
+    top = grant_render.sections(report)["top_jobs"]
+    # By length the order would be 11 (384 core-hours), 12 (288), 13 (192).
+    assert [row["job_id"] for row in top] == ["12", "11", "13"]
+    assert [row["core_hours"] for row in top] == pytest.approx([288, 192, 96])
+    assert [row["elapsed_s"] for row in top] == [36 * 3600, 86400, 12 * 3600]
+    assert report.total.core_hours == pytest.approx(288 + 192 + 96)  # as the usage report
+
+
 def test_burn_down_is_cumulative_use_within_the_allocation(
     ledger: Ledger, report: GrantReport
 ) -> None:
