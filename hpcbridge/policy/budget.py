@@ -142,11 +142,12 @@ class Budget:
         limit = self.limit or Cost()
         return Cost(limit.core_hours - self.used.core_hours, limit.gpu_hours - self.used.gpu_hours)
 
-    def shortfall(self, cost: Cost) -> str | None:
-        """Why ``cost`` does not fit, in words with the numbers and the knob; None if it does."""
+    def shortfall(self, cost: Cost, what: str = "this job") -> str | None:
+        """Why ``cost`` (of ``what``: "this job", "workflow w's 3 stages together") does not
+        fit, in words with the numbers and the knob; None if it does."""
         problems = [
             f"{_amount(left)} {unit} left, {_amount(held)} committed by "
-            f"{self.committed.words()}; this job may use {_amount(asked)}"
+            f"{self.committed.words()}; {what} may use {_amount(asked)}"
             for unit, limited, left, held, asked in self._dimensions(cost)
             if limited and held + asked > left + 1e-9
         ]
@@ -155,12 +156,12 @@ class Budget:
         missing = "" if self.limit is not None else "no allocation covers now; "
         return f"{self.scope}: {missing}{'; '.join(problems)} ({self.knob})"
 
-    def warning(self, cost: Cost, percent: float) -> str | None:
-        """Said when used + committed + ``cost`` reaches ``percent`` of a limit."""
+    def warning(self, cost: Cost, percent: float, what: str = "this job") -> str | None:
+        """Said when used + committed + ``cost`` (of ``what``) reaches ``percent`` of a limit."""
         limit = self.limit or Cost()
         notes = [
             f"{_amount(used)} of {_amount(whole)} {unit} ({100 * used / whole:.0f}%) used or "
-            "committed with this job"
+            f"committed with {what}"
             for unit, limited, whole, used in (
                 (
                     "core-hours",
@@ -201,11 +202,14 @@ class Decision:
         return not self.refusals
 
 
-def decide(cost: Cost, budgets: Sequence[Budget], warn_at: float) -> Decision:
-    """Set ``cost`` against each budget: refusals where it does not fit, else warnings."""
-    refusals = tuple(r for r in (b.shortfall(cost) for b in budgets) if r)
+def decide(
+    cost: Cost, budgets: Sequence[Budget], warn_at: float, what: str = "this job"
+) -> Decision:
+    """Set ``cost`` (of ``what``) against each budget: refusals where it does not fit, else
+    warnings."""
+    refusals = tuple(r for r in (b.shortfall(cost, what) for b in budgets) if r)
     warnings = (
-        () if refusals else tuple(w for w in (b.warning(cost, warn_at) for b in budgets) if w)
+        () if refusals else tuple(w for w in (b.warning(cost, warn_at, what) for b in budgets) if w)
     )
     return Decision(cost, tuple(budgets), refusals, warnings)
 
@@ -290,26 +294,55 @@ def check(
     now: datetime | None = None,
 ) -> Decision | None:
     """The budget decision for ``spec`` on ``cluster``; None when its account has no budget."""
+    decisions = check_jobs(cluster, ledger, [spec], user=user, now=now)
+    return decisions[0] if decisions else None
+
+
+def check_jobs(
+    cluster: Cluster,
+    ledger: Ledger,
+    specs: Sequence[JobSpec],
+    *,
+    workflow: str | None = None,
+    user: str | None = None,
+    now: datetime | None = None,
+) -> list[Decision]:
+    """One decision per budgeted account among ``specs``, for their worst cases together.
+
+    A workflow must fit whole before any of it is submitted (a stage refused half-way would
+    leave the rest waiting on it), so its stages are summed per account and set against one
+    queue call and one read of each account's budget. ``workflow`` names it in the wording
+    ("workflow w's 3 stages together may use ..."); accounts without a budget are left out.
+    """
     from hpcbridge.policy.waiting import WaitingJobs
 
     site = cluster.site
-    prepared = site.prepare(spec)
-    account = prepared.account
-    if account is None or account not in site.budgets.accounts:
-        return None
-    cost = worst_case(prepared, site.scheduler)
-    queue = account_queue(cluster, account)
+    costs: dict[str, Cost] = {}
+    counts: dict[str, int] = {}
+    for spec in specs:
+        prepared = site.prepare(spec)
+        account = prepared.account
+        if account is None or account not in site.budgets.accounts:
+            continue
+        costs[account] = costs.get(account, Cost()) + worst_case(prepared, site.scheduler)
+        counts[account] = counts.get(account, 0) + 1
+    if not costs:
+        return []
+    accounts = sorted(costs)
+    queue = account_queue(cluster, accounts[0] if len(accounts) == 1 else None)
     waiting = WaitingJobs(site.name).job_ids()
-    budgets = read_budgets(
-        ledger,
-        site,
-        account,
-        queue,
-        user=user or submitting_user(site),
-        now=now or datetime.now(UTC),
-        waiting=waiting,
-    )
-    return decide(cost, budgets, site.budgets.warn_at)
+    moment = now or datetime.now(UTC)
+    who = user or submitting_user(site)
+    decisions = []
+    for account in accounts:
+        mine = [job for job in queue if job.account == account]
+        budgets = read_budgets(ledger, site, account, mine, user=who, now=moment, waiting=waiting)
+        what = "this job"
+        if workflow is not None:
+            stages = f"{counts[account]} stage{'' if counts[account] == 1 else 's'}"
+            what = f"workflow {workflow}'s {stages} together"
+        decisions.append(decide(costs[account], budgets, site.budgets.warn_at, what))
+    return decisions
 
 
 def submit_within_budget(

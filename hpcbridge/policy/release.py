@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from hpcbridge.policy.budget import Budget, Cost, read_budgets
-from hpcbridge.policy.waiting import Record, WaitingJobs
+from hpcbridge.policy.waiting import Record, WaitingJobs, covered, to_release
 
 if TYPE_CHECKING:
     from hpcbridge.cluster import Cluster
@@ -53,10 +53,11 @@ def release_waiting(
             dropped = tuple(job_id for job_id in records if job_id not in held)
             for job_id in dropped:
                 del records[job_id]
-            released = _fitting(cluster, ledger, records, queue, moment)
+            fitting = _fitting(cluster, ledger, records, queue, moment)
+            released = [job for job_id in fitting for job in to_release(job_id, records[job_id])]
             if released:
                 cluster.release(released)
-            for job_id in released:
+            for job_id in fitting:
                 del records[job_id]
             return Released(tuple(released), tuple(records), dropped)
     except Timeout:
@@ -82,7 +83,9 @@ def _fitting(
             chosen += job_ids
             continue
         mine = [job for job in queue if job.account == account]
-        budgets = read_budgets(ledger, site, account, mine, user=None, now=now, waiting=records)
+        budgets = read_budgets(
+            ledger, site, account, mine, user=None, now=now, waiting=covered(records)
+        )
         extra: dict[str | None, Cost] = {}
         for job_id in job_ids:
             record = records[job_id]

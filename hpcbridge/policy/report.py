@@ -11,7 +11,7 @@ from hpcbridge.errors import ConfigError, ForecastError
 from hpcbridge.policy.budget import Budget, read_budgets
 from hpcbridge.policy.queue import account_queue
 from hpcbridge.policy.slurm_limits import reason_words
-from hpcbridge.policy.waiting import WaitingJobs
+from hpcbridge.policy.waiting import WaitingJobs, covered, to_release
 
 if TYPE_CHECKING:
     from hpcbridge.cluster import Cluster
@@ -46,12 +46,19 @@ def budget_standings(
     standings = []
     for name in accounts:
         mine = [job for job in queue if job.account == name]
-        budgets = read_budgets(ledger, site, name, mine, user=None, now=moment, waiting=waiting)
+        budgets = read_budgets(
+            ledger, site, name, mine, user=None, now=moment, waiting=covered(waiting)
+        )
         date_, note = _exhaustion(ledger, name, site.budgets.accounts[name].period, moment)
         standings.append(
             AccountStanding(
                 budgets=tuple(budgets),
-                waiting=tuple(j for j, r in waiting.items() if r["account"] == name),
+                waiting=tuple(
+                    job
+                    for key, record in waiting.items()
+                    if record["account"] == name
+                    for job in to_release(key, record)
+                ),
                 held_by_slurm=tuple(
                     (job.job_id, words)
                     for job in mine

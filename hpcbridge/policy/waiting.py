@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,7 +38,8 @@ class WaitingJobs:
         self.lock_path = folder / f"{site}.lock"
 
     def records(self) -> dict[str, Record]:
-        """Job id to its record ({account, user, core_hours, gpu_hours, submitted, reason})."""
+        """Job id to its record ({account, user, core_hours, gpu_hours, submitted, reason},
+        for a workflow also ``release`` and ``covers``: see :meth:`add`)."""
         try:
             data: dict[str, Record] = json.loads(self.path.read_text())
         except FileNotFoundError:
@@ -46,13 +47,28 @@ class WaitingJobs:
         return data
 
     def job_ids(self) -> set[str]:
-        return set(self.records())
+        return covered(self.records())
 
     def add(
-        self, job_id: str, *, account: str, user: str, worst_case: tuple[float, float], reason: str
+        self,
+        job_id: str,
+        *,
+        account: str,
+        user: str,
+        worst_case: tuple[float, float],
+        reason: str,
+        release: Sequence[str] = (),
+        covers: Sequence[str] = (),
     ) -> None:
         """Record a job just submitted held for budget, with its worst case (core-hours,
-        GPU-hours)."""
+        GPU-hours).
+
+        A workflow held for budget is one record: ``job_id`` its first held entry stage,
+        ``release`` every held entry stage (let go together), ``covers`` every job of the
+        workflow in the account, whose sum ``worst_case`` is, so none of them counts as
+        committed while the record waits (its other stages, pending on the held ones, would
+        otherwise count twice).
+        """
         with self.changing() as records:
             records[job_id] = {
                 "account": account,
@@ -62,6 +78,10 @@ class WaitingJobs:
                 "submitted": datetime.now(UTC).isoformat(timespec="seconds"),
                 "reason": reason,
             }
+            if release:
+                records[job_id]["release"] = list(release)
+            if covers:
+                records[job_id]["covers"] = list(covers)
 
     @contextmanager
     def changing(self, timeout: float = 30.0) -> Iterator[dict[str, Record]]:
@@ -76,3 +96,16 @@ class WaitingJobs:
             after = json.dumps(records, sort_keys=True, indent=1)
             if after != before:
                 write_atomically(self.path, after.encode())
+
+
+def covered(records: Mapping[str, Record]) -> set[str]:
+    """Every job the records stand for: the held ones and the workflow stages behind them."""
+    jobs = set(records)
+    for record in records.values():
+        jobs.update(record.get("covers", ()))
+    return jobs
+
+
+def to_release(job_id: str, record: Record) -> list[str]:
+    """The held jobs a record lets go: its own, or a workflow's held entry stages."""
+    return list(record.get("release", [job_id]))
