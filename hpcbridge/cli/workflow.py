@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from hpcbridge.cluster import Cluster
+    from hpcbridge.ledger.store import Ledger
     from hpcbridge.site import SiteConfig
     from hpcbridge.workflows.run import StageStatus
     from hpcbridge.workflows.store import WorkflowRecord, WorkflowStore
@@ -40,7 +41,10 @@ STATE_DIR_OPTION = click.option(
     help="Where workflow records (stage -> job ids) are kept, unless --ledger is given.",
 )
 
-LEDGER_OPTION = ledger_option("Keep workflow records in this ledger", "state files")
+LEDGER_OPTION = ledger_option(
+    "Keep workflow records in this ledger (and, on a site with budgets, read budgets from it)",
+    "state files (budgets: the private ledger)",
+)
 
 
 def _store_options(command: Command) -> Command:
@@ -71,6 +75,11 @@ def submit(
 
     WORKFLOW_FILE lists stages; or it is a job file whose checkpoint.total_runtime is longer
     than one job may run, submitted as a chain of segments (seg01, seg02, ...).
+
+    On a site with budgets the whole workflow (every stage, every array task, every segment)
+    is checked first against its accounts' budgets in the ledger (--ledger, else
+    $HPCBRIDGE_LEDGER, else the private ledger, as for `hpcbridge submit`): over budget it is
+    refused whole (exit 4), or with on_exhausted: hold submitted with its entry stages held.
     """
     from hpcbridge.errors import HpcBridgeError
     from hpcbridge.workflows.run import submit_workflow
@@ -80,11 +89,20 @@ def submit(
     with (
         workflow_store(state_dir, ledger_url) as store,
         _open(site_ref) as cluster,
+        budget_ledger(cluster, ledger_url) as ledger,
         _progress(as_json, "submitting") as progress,
     ):
         spec = workflow_from_file(workflow_file, cluster.site)
         try:
-            record = submit_workflow(cluster, spec, store, site=site_ref, progress=progress)
+            record = submit_workflow(
+                cluster,
+                spec,
+                store,
+                site=site_ref,
+                progress=progress,
+                ledger=ledger,
+                notify=_warn,
+            )
         except HpcBridgeError as error:
             for note in getattr(error, "__notes__", []):  # which workflow id to resume
                 click.echo(note, err=True)
@@ -108,17 +126,18 @@ def status(
         record = store.load(workflow_id)
     with open_recorded(record, site) as cluster:
         stages = workflow_status(cluster, record)
+        held = held_for_budget(cluster)
     if as_json:
         echo_json(
             {
                 "workflow_id": record.workflow_id,
                 "name": record.workflow.name,
                 "site": record.site,
-                "stages": [_stage_json(stage) for stage in stages],
+                "stages": [_stage_json(stage, held) for stage in stages],
             }
         )
         return
-    _print_table(stages)
+    _print_table(stages, held)
 
 
 @workflow.command()
@@ -143,7 +162,10 @@ def resume(
     ledger_url: str | None,
     as_json: bool,
 ) -> None:
-    """Resubmit failed, cancelled and never-submitted stages, wired to the jobs kept."""
+    """Resubmit failed, cancelled and never-submitted stages, wired to the jobs kept.
+
+    On a site with budgets the stages resubmitted are checked together first, as by submit.
+    """
     from hpcbridge.workflows.model import Workflow
     from hpcbridge.workflows.run import resume_workflow
 
@@ -151,10 +173,17 @@ def resume(
     with (
         workflow_store(state_dir, ledger_url) as store,
         open_recorded(store.load(workflow_id), site) as cluster,
+        budget_ledger(cluster, ledger_url) as ledger,
         _progress(as_json, "resubmitting") as progress,
     ):
         record, rerun, skipped = resume_workflow(
-            cluster, store, workflow_id, workflow=fixed, progress=progress
+            cluster,
+            store,
+            workflow_id,
+            workflow=fixed,
+            progress=progress,
+            ledger=ledger,
+            notify=_warn,
         )
     if as_json:
         echo_json(
@@ -236,6 +265,37 @@ def workflow_store(state_dir: str | None, ledger_url: str | None) -> Iterator[Wo
         yield LedgerStore(ledger)
 
 
+@contextmanager
+def budget_ledger(cluster: Cluster, ledger_url: str | None) -> Iterator[Ledger | None]:
+    """The ledger budgets are read from, on a site with budgets (else None, and none opened).
+
+    The same --ledger as the workflow store's when given; without one, the store is the state
+    files but budgets still need a ledger, so the private one is read, as `hpcbridge submit`
+    reads it.
+    """
+    if not cluster.site.budgets.accounts:
+        yield None
+        return
+    from hpcbridge.ledger.store import Ledger
+
+    with Ledger.open(ledger_url, upgrade=False) as ledger:
+        yield ledger
+
+
+def held_for_budget(cluster: Cluster) -> set[str]:
+    """The jobs of the site held by hpcbridge until budget frees up (hpcbridge.policy)."""
+    if not cluster.site.budgets.accounts:
+        return set()
+    from hpcbridge.policy.waiting import WaitingJobs, to_release
+
+    records = WaitingJobs(cluster.site.name).records()
+    return {job for key, record in records.items() for job in to_release(key, record)}
+
+
+def _warn(text: str) -> None:
+    click.echo(f"warning: {text}", err=True)
+
+
 def _open(site: str) -> Cluster:
     from hpcbridge.cluster import Cluster
 
@@ -302,23 +362,28 @@ def _print_jobs(record: WorkflowRecord, stages: list[str], as_json: bool) -> Non
         click.echo(f"{name}\t{job_id}")
 
 
-def _stage_json(stage: StageStatus) -> dict[str, object]:
+def _stage_json(stage: StageStatus, held: set[str]) -> dict[str, object]:
     from hpcbridge.workflows.run import started_at
 
     info = stage.info
     started = started_at(info)
+    held_here = stage.job_id in held and stage.state == "PENDING"
     return {
         "stage": stage.name,
         "job_id": stage.job_id,
         "state": stage.state,
-        "reason": info.reason if info else None,
+        "reason": _BUDGET_HOLD if held_here else info.reason if info else None,
+        "held_for_budget": held_here,
         "start": started.isoformat() if started else None,
         "end": info.end_time.isoformat() if info and info.end_time else None,
         "note": stage.note,
     }
 
 
-def _print_table(stages: list[StageStatus]) -> None:
+_BUDGET_HOLD = "held for budget (hpcbridge budget release)"
+
+
+def _print_table(stages: list[StageStatus], held: set[str]) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -328,7 +393,7 @@ def _print_table(stages: list[StageStatus]) -> None:
     for heading in ("STAGE", "JOBID", "STATE", "REASON", "START", "END", "NOTE"):
         table.add_column(heading)
     for stage in stages:
-        row = _stage_json(stage)
+        row = _stage_json(stage, held)
         table.add_row(
             stage.name,
             stage.job_id or "",

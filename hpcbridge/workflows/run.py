@@ -27,6 +27,7 @@ from hpcbridge.jobs.state import JobInfo, JobState
 if TYPE_CHECKING:
     from hpcbridge.cluster import Cluster
     from hpcbridge.ledger.store import Ledger
+    from hpcbridge.policy.budget import Decision
     from hpcbridge.workflows.export import WorkflowView
     from hpcbridge.workflows.store import WorkflowRecord, WorkflowStore
 
@@ -64,19 +65,24 @@ def submit_workflow(
     *,
     site: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    ledger: Ledger | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> WorkflowRecord:
     """Submit every stage with native dependencies; the record is saved even if one fails,
     and the error then carries a note naming the workflow id to resume.
 
     ``site`` is what a later process passes to Cluster.from_site (default: the site's name).
+    With a ``ledger`` and a site with budgets, the whole workflow is first checked against
+    them (:func:`_check_budgets`); ``notify`` hears the warnings and which stages wait held.
     """
     from hpcbridge.workflows.store import WorkflowRecord
 
     record = WorkflowRecord.new(workflow, site or cluster.site.name)
     order = workflow.order()
     _check_site(cluster, workflow, order)
+    held = _check_budgets(cluster, ledger, workflow, order, notify)
     try:
-        _submit_stages(cluster, record, order, {}, progress)
+        _submit_stages(cluster, record, order, {}, progress, hold=held.stages)
     except HpcBridgeError as exc:
         exc.add_note(
             f"workflow {record.workflow_id}: {len(record.jobs)} of {len(order)} stages were "
@@ -85,6 +91,7 @@ def submit_workflow(
         raise
     finally:
         store.save(record)
+        _record_waiting(cluster, record, held)
     return record
 
 
@@ -128,13 +135,17 @@ def resume_workflow(
     *,
     workflow: Workflow | None = None,
     progress: Callable[[int, int], None] | None = None,
+    ledger: Ledger | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> tuple[WorkflowRecord, list[str], dict[str, str]]:
     """Resubmit failed, cancelled and never-submitted stages, wired to the jobs kept.
 
     Completed stages and those still pending or running keep their jobs. ``workflow`` (a
     fixed file) gives new specs for the stages resubmitted and must have the same stage
     names. Returns the record, the stages resubmitted, and the stages that cannot run
-    (an afternotok dependency completed) with the reason.
+    (an afternotok dependency completed) with the reason. ``ledger`` and ``notify`` as for
+    :func:`submit_workflow`: the stages resubmitted are checked against budgets together
+    (those kept are in the queue, so already counted as committed).
     """
     with store.locked(workflow_id):
         record = store.load(workflow_id)
@@ -156,11 +167,15 @@ def resume_workflow(
             name: s.job_id for name, s in kept.items() if s.job_id and s.state != JobState.COMPLETED
         }
         _check_site(cluster, record.workflow, rerun)
+        held = _check_budgets(cluster, ledger, record.workflow, rerun, notify)
         avoid = _failed_nodes(cluster, [statuses[name] for name in rerun])
         try:
-            _submit_stages(cluster, record, rerun, kept_ids, progress, avoid=avoid)
+            _submit_stages(
+                cluster, record, rerun, kept_ids, progress, avoid=avoid, hold=held.stages
+            )
         finally:
             store.save(record)
+            _record_waiting(cluster, record, held)
     return record, rerun, skipped
 
 
@@ -219,11 +234,13 @@ def _submit_stages(
     progress: Callable[[int, int], None] | None,
     *,
     avoid: Mapping[str, str] | None = None,
+    hold: frozenset[str] = frozenset(),
 ) -> None:
     """Submit ``names`` in order; ``job_ids`` maps the stages to wait on (others are done).
 
     A stage in ``avoid`` is first submitted excluding those nodes; if the scheduler says no
     other node could run it, it is submitted without the exclusion, and the record says so.
+    A stage in ``hold`` is submitted held (waiting for budget).
     """
     avoid = avoid or {}
     workflow = record.workflow
@@ -234,7 +251,13 @@ def _submit_stages(
             for parent, condition in stage_dependencies(stage)
             if parent in job_ids
         ]
-        spec = stage.model_copy(update={"name": workflow.job_name(name), "depends_on": depends_on})
+        update: dict[str, Any] = {
+            "name": workflow.job_name(name),
+            "depends_on": depends_on,
+        }
+        if name in hold:
+            update["hold"] = True
+        spec = stage.model_copy(update=update)
         details: dict[str, Any] = {}
         job_id = None
         if name in avoid:
@@ -249,6 +272,99 @@ def _submit_stages(
         record.add_job(name, job_ids[name], datetime.now().astimezone(), **details)
         if progress is not None:
             progress(done, len(names))
+
+
+@dataclass(frozen=True)
+class _BudgetHold:
+    """Stages to submit held because the workflow does not fit a budget, and why."""
+
+    stages: frozenset[str] = frozenset()
+    submitted: tuple[str, ...] = ()  # every stage checked, to be submitted
+    decisions: tuple[Decision, ...] = ()  # the refused ones
+
+
+def _check_budgets(
+    cluster: Cluster,
+    ledger: Ledger | None,
+    workflow: Workflow,
+    names: Sequence[str],
+    notify: Callable[[str], None] | None,
+) -> _BudgetHold:
+    """Set the stages ``names`` together against their accounts' budgets, before any is
+    submitted, so a workflow is never half-submitted for budget.
+
+    Every stage counts with its worst case, whether it will run or not (an afternotok stage
+    may): the scheduler lets every one run. Over budget it is refused whole (BudgetExceeded),
+    or with ``on_exhausted: hold`` its entry stages (those waiting on no stage submitted now)
+    are held, so nothing of it starts until ``budget release`` finds the whole fits.
+    """
+    from hpcbridge.errors import BudgetExceeded
+    from hpcbridge.policy.budget import check_jobs
+
+    if ledger is None or not cluster.site.budgets.accounts or not names:
+        return _BudgetHold()
+    stages = [workflow.stage(name) for name in names]
+    decisions = check_jobs(cluster, ledger, stages, workflow=workflow.name)
+    refused = tuple(decision for decision in decisions if not decision.allowed)
+    said = [text for d in decisions for text in (d.refusals or d.warnings)]
+    if refused and cluster.site.budgets.on_exhausted == "refuse":
+        raise BudgetExceeded("; ".join(text for d in refused for text in d.refusals))
+    if notify is not None:
+        for text in said:
+            notify(text)
+    if not refused:
+        return _BudgetHold()
+    entry = [
+        name
+        for name in names
+        if not any(parent in names for parent, _ in stage_dependencies(workflow.stage(name)))
+    ]
+    if notify is not None:
+        notify(
+            f"workflow {workflow.name}: stage{'' if len(entry) == 1 else 's'} "
+            f"{', '.join(entry)} held until budget frees up (hpcbridge budget release)"
+        )
+    return _BudgetHold(frozenset(entry), tuple(names), refused)
+
+
+def _record_waiting(cluster: Cluster, record: WorkflowRecord, held: _BudgetHold) -> None:
+    """Record the held entry stages as waiting for budget, with the workflow's worst case.
+
+    One record per workflow: its held entry stages are released together, and it covers
+    every stage of the account submitted now, which therefore does not count as committed
+    twice. A workflow over several budgeted accounts waits on the first one refused.
+    """
+    from hpcbridge.policy.budget import submitting_user
+    from hpcbridge.policy.waiting import WaitingJobs
+
+    released = [
+        job
+        for name in record.workflow.order()
+        if name in held.stages
+        for job in [record.latest_job(name)]
+        if job
+    ]
+    if not held.decisions or not released:
+        return
+    decision = held.decisions[0]
+    account = decision.budgets[0].account
+    site = cluster.site
+    covers = [
+        job
+        for name in held.submitted
+        if site.prepare(record.workflow.stage(name)).account == account
+        for job in [record.latest_job(name)]
+        if job
+    ]
+    WaitingJobs(site.name).add(
+        released[0],
+        account=account,
+        user=submitting_user(site),
+        worst_case=(decision.cost.core_hours, decision.cost.gpu_hours),
+        reason="; ".join(text for d in held.decisions for text in d.refusals),
+        release=released,
+        covers=covers,
+    )
 
 
 def _failed_nodes(cluster: Cluster, statuses: Sequence[StageStatus]) -> dict[str, str]:

@@ -33,6 +33,7 @@ SLURM_EARLY_SIGNAL_S = 60
 
 if TYPE_CHECKING:
     from hpcbridge.cluster import Cluster
+    from hpcbridge.ledger.store import Ledger
     from hpcbridge.site import SiteConfig
     from hpcbridge.workflows.model import Workflow
     from hpcbridge.workflows.store import WorkflowRecord, WorkflowStore
@@ -113,12 +114,20 @@ def workflow_from_file(path: str | Path, site: SiteConfig) -> Workflow:
 
 
 def submit_segments(
-    cluster: Cluster, spec: JobSpec, store: WorkflowStore, *, site: str | None = None
+    cluster: Cluster,
+    spec: JobSpec,
+    store: WorkflowStore,
+    *,
+    site: str | None = None,
+    ledger: Ledger | None = None,
 ) -> WorkflowRecord:
-    """Plan the chain and submit it as a workflow, so ``workflow status|resume`` follow it."""
+    """Plan the chain and submit it as a workflow, so ``workflow status|resume`` follow it;
+    with a ``ledger`` every segment's worst case is checked against the budget first."""
     from hpcbridge.workflows.run import submit_workflow
 
-    return submit_workflow(cluster, plan_segments(spec, cluster.site), store, site=site)
+    return submit_workflow(
+        cluster, plan_segments(spec, cluster.site), store, site=site, ledger=ledger
+    )
 
 
 def _segment_walltime(spec: JobSpec, site: SiteConfig) -> int:

@@ -13,6 +13,9 @@ from hpcbridge.ledger.store import Ledger
 from hpcbridge.policy.budget import submit_within_budget
 from hpcbridge.policy.release import release_waiting
 from hpcbridge.policy.slurm_limits import sync_limits
+from hpcbridge.workflows.model import Workflow
+from hpcbridge.workflows.run import submit_workflow
+from hpcbridge.workflows.store import StateFileStore
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -69,3 +72,32 @@ def test_pbs_budget_is_hpcbridges_own_check(cluster: Cluster, ledger: Ledger) ->
     with pytest.raises(ConfigError, match="pbs has no association limits"):
         sync_limits(cluster, ledger)
     cluster.cancel([queued, held.job_id])
+
+
+def test_pbs_workflow_held_whole_then_released(
+    cluster: Cluster, ledger: Ledger, tmp_path: object
+) -> None:
+    ledger.set_allocation("chemistry", *PERIOD, core_hours=2)
+    stage = _job(2, 30).model_dump(exclude_none=True)  # 1 core-hour
+    stages = [
+        stage | {"name": "first"},
+        stage | {"name": "second", "depends_on": "first"},
+        stage | {"name": "third", "depends_on": "first"},
+    ]
+    workflow = Workflow.parse({"name": "flow", "stages": stages}, source="test")
+    said: list[str] = []
+    record = submit_workflow(
+        cluster, workflow, StateFileStore(f"{tmp_path}/wf"), ledger=ledger, notify=said.append
+    )
+    jobs = {name: record.latest_job(name) for name in ("first", "second", "third")}
+    assert said[0].startswith(
+        "budget chemistry: 2 core-hours left, 0 committed by 0 queued jobs; workflow flow's "
+        "3 stages together may use 3 "
+    ), said
+    infos = cluster.status([job for job in jobs.values() if job])
+    assert infos[str(jobs["first"])].reason == "JobHeldUser"
+    assert release_waiting(cluster, ledger).released == ()
+    ledger.set_allocation("chemistry", *PERIOD, core_hours=3)  # fits only if not counted twice
+    assert release_waiting(cluster, ledger).released == (jobs["first"],)
+    assert cluster.status([str(jobs["first"])])[str(jobs["first"])].reason != "JobHeldUser"
+    cluster.cancel([job for job in jobs.values() if job])
