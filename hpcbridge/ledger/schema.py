@@ -236,3 +236,26 @@ class WorkflowState(Base):
     created_at: Mapped[datetime] = mapped_column(UtcTime)
     updated_at: Mapped[datetime] = mapped_column(UtcTime)
     record: Mapped[str] = mapped_column(Text)
+
+
+class PriorityChange(Base):
+    """One queued job moved to another priority level by ``priority rerank``: who, when, why.
+
+    The latest row of a job is its level as hpcbridge last set it, so the next rerank knows
+    what it is changing from without asking the scheduler (which shows a QOS and a nice
+    value, not the level they stand for).
+    """
+
+    __tablename__ = "priority_changes"
+    __table_args__ = (Index("ix_priority_changes_cluster_job", "cluster", "job_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    changed_at: Mapped[datetime] = mapped_column(UtcTime)
+    changed_by: Mapped[str] = mapped_column(String(128))
+    cluster: Mapped[str] = mapped_column(String(128))
+    job_id: Mapped[str] = mapped_column(String(64))
+    campaign: Mapped[str] = mapped_column(String(255))
+    scenario: Mapped[str] = mapped_column(String(255))
+    old_level: Mapped[str | None] = mapped_column(String(64))
+    new_level: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)

@@ -23,7 +23,41 @@ if TYPE_CHECKING:
 
 
 StageCondition = Literal["afterok", "afterany", "afternotok"]
+# What a scenario's stages find in their environment (hpcbridge.workflows.run sets them).
+METRICS_FILE_ENV = "HPCBRIDGE_METRICS_FILE"
+CAMPAIGN_ENV = "HPCBRIDGE_CAMPAIGN"
+SCENARIO_ENV = "HPCBRIDGE_SCENARIO"
 STAGE_CONDITIONS: tuple[StageCondition, ...] = ("afterok", "afterany", "afternotok")
+
+
+class Campaign(BaseModel):
+    """Which campaign a workflow is a scenario of, and where its jobs write their results.
+
+    The metric file is JSON lines that running jobs append to (``$HPCBRIDGE_METRICS_FILE``)
+    and ``hpcbridge priority rerank`` reads; absolute, because the jobs run in their own
+    working directories and the rerank in yet another.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Token
+    scenario: Token
+    metrics: Path
+
+    @field_validator("metrics")
+    @classmethod
+    def _absolute(cls, metrics: Path) -> Path:
+        if not metrics.is_absolute():
+            raise ValueError(f"{str(metrics)!r} must be an absolute path")
+        return metrics
+
+    def env(self) -> dict[str, str]:
+        """What each stage of the scenario gets in its environment."""
+        return {
+            METRICS_FILE_ENV: str(self.metrics),
+            CAMPAIGN_ENV: self.name,
+            SCENARIO_ENV: self.scenario,
+        }
 
 
 class Workflow(BaseModel):
@@ -37,6 +71,7 @@ class Workflow(BaseModel):
 
     name: Token
     stages: tuple[JobSpec, ...]
+    campaign: Campaign | None = None
 
     @field_validator("name")
     @classmethod
@@ -113,6 +148,10 @@ class Workflow(BaseModel):
     def order(self) -> list[str]:
         """Stage names, each after every stage it depends on."""
         return list(self.stage_order)
+
+    def stage_env(self, stage: JobSpec) -> dict[str, str]:
+        """The stage's environment, with its campaign's variables over any of the same name."""
+        return {**stage.env, **self.campaign.env()} if self.campaign else stage.env
 
     def job_name(self, stage: str) -> str:
         """The scheduler's job name of a stage: ``<workflow>.<stage>``, one token."""

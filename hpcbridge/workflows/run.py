@@ -254,6 +254,7 @@ def _submit_stages(
         update: dict[str, Any] = {
             "name": workflow.job_name(name),
             "depends_on": depends_on,
+            "env": workflow.stage_env(stage),  # a scenario's metric file, for its results
         }
         if name in hold:
             update["hold"] = True

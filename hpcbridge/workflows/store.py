@@ -104,6 +104,10 @@ class WorkflowStore(Protocol):
         """Replace the stored record whole."""
         ...
 
+    def campaign(self, name: str) -> list[WorkflowRecord]:
+        """The records of every scenario of campaign ``name``, oldest first."""
+        ...
+
 
 class StateFileStore:
     """Workflow records as ``<directory>/<workflow id>.json``."""
@@ -147,6 +151,17 @@ class StateFileStore:
         """Replace the record file whole, under the workflow's lock."""
         with self.locked(record.workflow_id):
             write_atomically(self.path(record.workflow_id), record.model_dump_json().encode())
+
+    def campaign(self, name: str) -> list[WorkflowRecord]:
+        """Every record file read whole: the folder is one user's, not a shared archive."""
+        records = [_parse(path.read_text(), str(path)) for path in self._record_files()]
+        return _of_campaign(records, name)
+
+    def _record_files(self) -> list[Path]:
+        try:
+            return sorted(self.directory.glob("*.json"))
+        except OSError as exc:
+            raise WorkflowError(f"cannot list workflow states in {self.directory}: {exc}") from exc
 
     def _lock(self, workflow_id: str) -> FileLock:
         # One FileLock per id, so save() inside locked() re-enters it rather than deadlocking.
@@ -229,6 +244,24 @@ class LedgerStore:
             )
             connection.execute(insert(WorkflowState).values(row))
 
+    def campaign(self, name: str) -> list[WorkflowRecord]:
+        """Rows whose JSON names the campaign, checked once parsed (the text match only saves
+        parsing every other workflow of the group)."""
+        from sqlalchemy import select
+
+        from hpcbridge.ledger.schema import WorkflowState
+
+        pattern = f'%"campaign":{{"name":"{name}"%'
+        query = select(WorkflowState.workflow_id, WorkflowState.record).where(
+            WorkflowState.record.like(pattern)
+        )
+        with self._transaction(read_only=True) as connection:
+            rows = connection.execute(query).all()
+        records = [
+            _parse(text, f"workflow {workflow_id} in the ledger") for workflow_id, text in rows
+        ]
+        return _of_campaign(records, name)
+
     @contextmanager
     def _transaction(self, *, read_only: bool = False) -> Iterator[Connection]:
         if self._connection is not None:
@@ -236,6 +269,11 @@ class LedgerStore:
             return
         with self.ledger.transaction(read_only=read_only) as connection:
             yield connection
+
+
+def _of_campaign(records: list[WorkflowRecord], name: str) -> list[WorkflowRecord]:
+    chosen = [r for r in records if r.workflow.campaign and r.workflow.campaign.name == name]
+    return sorted(chosen, key=lambda record: record.created)
 
 
 def _parse(text: str, where: str) -> WorkflowRecord:
