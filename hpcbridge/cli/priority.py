@@ -1,9 +1,11 @@
-"""``hpcbridge priority levels|set``: the site's priority levels, and moving queued jobs
-between them with the scheduler's own knobs (Slurm QOS and nice, PBS ``qalter -p``)."""
+"""``hpcbridge priority levels|set|rerank``: the site's priority levels, and moving queued
+jobs between them with the scheduler's own knobs (Slurm QOS and nice, PBS ``qalter -p``),
+by hand or by a campaign's results."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 
 import click
 
@@ -12,6 +14,7 @@ from hpcbridge.cli.options import (
     JSON_OPTION,
     SITE_OPTION,
     echo_json,
+    ledger_option,
     reports_errors,
 )
 from hpcbridge.cli.workflow import LEDGER_OPTION, STATE_DIR_OPTION
@@ -124,3 +127,73 @@ def _set_on_workflow(
         else:
             cluster.site.priorities.level(level, cluster.site.name)  # still check the level
     return queued
+
+
+@priority.command("rerank")
+@click.argument("campaign")
+@click.option("--metric", required=True, help="Score each scenario by the last value of this key.")
+@click.option("--minimize", is_flag=True, help="Lower is better (a loss, an error).")
+@click.option(
+    "--top", type=click.IntRange(min=0), default=1, show_default=True, help="Scenarios raised."
+)
+@click.option(
+    "--bottom", type=click.IntRange(min=0), default=1, show_default=True, help="Scenarios lowered."
+)
+@JOBS_OR_WORKFLOW_SITE_OPTION
+@STATE_DIR_OPTION
+@ledger_option(
+    "Read workflow records from, and record priority changes in, this ledger",
+    "state files, with changes in the private ledger",
+)
+@JSON_OPTION
+@reports_errors
+def priority_rerank(
+    campaign: str,
+    *,
+    metric: str,
+    minimize: bool,
+    top: int,
+    bottom: int,
+    site: str | None,
+    state_dir: str | None,
+    ledger_url: str | None,
+    as_json: bool,
+) -> None:
+    """Rank CAMPAIGN's scenarios by their metric files; move the queued jobs of the best to
+    the highest level, of the weakest to the lowest, of the rest to the default."""
+    from hpcbridge.cli.workflow import open_recorded
+    from hpcbridge.ledger.store import Ledger
+    from hpcbridge.workflows.campaign import campaign_records, rerank_campaign
+    from hpcbridge.workflows.store import LedgerStore, StateFileStore, WorkflowStore
+
+    with Ledger.open(ledger_url) as ledger:
+        store: WorkflowStore = LedgerStore(ledger) if ledger_url else StateFileStore(state_dir)
+        records = campaign_records(store, campaign)
+        with open_recorded(records[0], site) as cluster:
+            result = rerank_campaign(
+                cluster,
+                records,
+                ledger,
+                campaign,
+                metric=metric,
+                minimize=minimize,
+                top=top,
+                bottom=bottom,
+            )
+    if as_json:
+        echo_json(
+            {
+                "campaign": campaign,
+                "scenarios": [asdict(placement) for placement in result.placements],
+                "changes": [asdict(change) for change in result.changes],
+                "unchanged": result.unchanged,
+            }
+        )
+        return
+    for placement in result.placements:
+        click.echo(f"{placement.scenario}\t{placement.level or 'unchanged'}\t{placement.reason}")
+    for change in result.changes:
+        click.echo(
+            f"job {change.job_id} ({change.scenario}): {change.old_level} -> {change.new_level}"
+        )
+    click.echo(f"{len(result.changes)} queued jobs moved, {len(result.unchanged)} already in place")

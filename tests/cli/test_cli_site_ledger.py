@@ -61,6 +61,7 @@ EXPECTED = {
     ("advise",): CLUSTER_AND_LEDGER,  # the site's default walltime, the ledger's history
     ("priority", "levels"): CLUSTER,
     ("priority", "set"): CLUSTER_AND_LEDGER,  # jobs, or a workflow's record
+    ("priority", "rerank"): CLUSTER_AND_LEDGER,  # a campaign's records; changes in the ledger
     ("budget", "show"): CLUSTER_AND_LEDGER,  # the queue's commitments, the ledger's usage
     ("budget", "release"): CLUSTER_AND_LEDGER,
     ("budget", "sync"): CLUSTER_AND_LEDGER,  # limits from the ledger's allocations
@@ -73,6 +74,7 @@ RECORDED_SITE = {
     ("workflow", "resume"),
     ("workflow", "show"),
     ("priority", "set"),  # a workflow's own site, else (for job ids) $HPCBRIDGE_SITE
+    ("priority", "rerank"),  # the campaign's workflows' own site
 }
 
 
