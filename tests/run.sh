@@ -46,8 +46,9 @@ stage "ruff format" -- .venv/bin/ruff format --check hpcbridge tests benchmarks 
 stage "mypy" -- .venv/bin/mypy
 stage "pytest" -- .venv/bin/pytest -n 4 -m "not disruptive" --cov=hpcbridge --cov-report= \
     --cov-fail-under=0 "$@"
-# Tests that take the Slurm node down would fail everything running beside them: they run
-# alone, after the rest. Exit 5 means none were selected (e.g. tests/run.sh -k pbs).
+# Tests that take the Slurm node down, or all of it, would fail (or starve) everything
+# running beside them: they run alone, after the rest. Exit 5 means none were selected
+# (e.g. tests/run.sh -k pbs).
 stage "pytest (disruptive, alone)" 5 -- .venv/bin/pytest -m disruptive --cov=hpcbridge \
     --cov-append --cov-report= --cov-fail-under=0 "$@"
 # One coverage report, and its threshold (pyproject.toml), over both runs.

@@ -181,6 +181,7 @@ def squeue_priority(job_ids: Sequence[str]) -> dict[str, tuple[int, str, int]]:
     return {job: (int(priority), qos, int(nice)) for job, priority, qos, nice in rows}
 
 
+@pytest.mark.disruptive  # the whole node: beside other tests it would starve them, and they it
 def test_priority_levels_move_queued_jobs_ahead(slurm_cluster: Cluster, workdir: Path) -> None:
     # The node's 16 CPUs are taken; two jobs wait, the later one is moved up and runs first.
     blocker = slurm_cluster.submit(

@@ -23,7 +23,9 @@ from hpcbridge.workflows.model import Workflow
 from hpcbridge.workflows.run import submit_workflow
 from hpcbridge.workflows.store import LedgerStore
 
-pytestmark = [pytest.mark.slurm, pytest.mark.timeout(480)]
+# The blocker takes the whole node, and the scenarios queue with priorities above the other
+# tests' jobs: beside them it would starve them (PENDING, Priority). It runs alone.
+pytestmark = [pytest.mark.slurm, pytest.mark.disruptive, pytest.mark.timeout(480)]
 
 RERANK = ["priority", "rerank"]
 LOSSES = {"weak": 0.9, "middling": 0.5, "promising": 0.1}  # submitted in this order
