@@ -437,24 +437,25 @@ def test_missing_workdir_fails_the_job(cluster: Cluster, tmp_path: Path) -> None
 
 
 def test_the_job_outlives_the_process_that_submitted_it(tmp_path: Path) -> None:
+    # The job waits for a gate the test opens only after the submitter has exited, so the
+    # submitter cannot have waited for it, however slowly a loaded machine runs either.
     state, work = tmp_path / "state", tmp_path / "work"
     work.mkdir()
     submitter = textwrap.dedent(
         f"""
         from hpcbridge import Cluster
         cluster = Cluster.local(state_dir={str(state)!r})
-        print(cluster.submit({{"name": "orphan", "command": "sleep 1; echo done > done",
-                              "workdir": {str(work)!r}}}))
+        print(cluster.submit({{"name": "orphan", "workdir": {str(work)!r},
+                              "command": "until [ -e go ]; do sleep 0.1; done; echo done > done"}}))
         """
     )
-    started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-c", submitter], capture_output=True, text=True, check=True
     )
-    assert time.monotonic() - started < 10
     job_id = done.stdout.strip()
     with Cluster.local(state_dir=state) as cluster:
         assert cluster.status(job_id)[job_id].state in {JobState.PENDING, JobState.RUNNING}
+        (work / "go").touch()
         assert finish(cluster, job_id)[job_id].state is JobState.COMPLETED
     assert (work / "done").read_text() == "done\n"
 
