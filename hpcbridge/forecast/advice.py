@@ -90,6 +90,7 @@ def _finished_jobs(ledger: Ledger, user: str, as_of: datetime) -> list[FinishedJ
         attempts.c.name.label("job_name"),
         attempts.c.req_walltime_s,
         attempts.c.start_at,
+        attempts.c.elapsed_s,
     )
     finished = (
         select(*columns)
@@ -106,12 +107,16 @@ def _finished_jobs(ledger: Ledger, user: str, as_of: datetime) -> list[FinishedJ
         mine = finished.where(User.name == user).limit(_USER_RUNS)
         rows.update({row.id: row for row in connection.execute(mine)})
     ordered = sorted(rows.values(), key=lambda row: (row.end_at, row.id))
+    # The run time the scheduler counted against the limit (Slurm leaves suspended time out),
+    # else the time on the wall.
     return [
         FinishedJob(
             row.user_name,
             row.job_name,
             row.req_walltime_s,
-            max(0, int((row.end_at - row.start_at).total_seconds())),
+            row.elapsed_s
+            if row.elapsed_s is not None
+            else max(0, int((row.end_at - row.start_at).total_seconds())),
         )
         for row in ordered
     ]

@@ -23,7 +23,13 @@ HOUR = 3600
 
 
 def run(
-    job_id: str, start_h: float, hours: float, *, user: str = "alice", name: str = "sim"
+    job_id: str,
+    start_h: float,
+    hours: float,
+    *,
+    user: str = "alice",
+    name: str = "sim",
+    elapsed_h: float | None = None,
 ) -> AttemptRecord:
     start = T0 + timedelta(hours=start_h)
     return AttemptRecord(
@@ -36,6 +42,7 @@ def run(
         submit=start,
         start=start,
         end=start + timedelta(hours=hours),
+        elapsed_s=None if elapsed_h is None else int(elapsed_h * HOUR),
         alloc_cpus=4,
         req_walltime_s=12 * HOUR,
     )
@@ -86,6 +93,16 @@ def test_advice_uses_only_jobs_that_ended_before_submission(ledger: Ledger) -> N
     assert late.prediction.seconds == 2 * HOUR  # median of 2, 2, 11.5
     assert late.suggested_s is None  # 1.5 x 11.5 h is more than the request
     assert late.text.startswith("expected run time 2 h (same job)")
+
+
+def test_advice_counts_the_run_time_the_scheduler_charged(ledger: Ledger) -> None:
+    # Each run spent 6 h on the wall, 4 of them suspended: 2 h counted against the limit.
+    suspended = [run(str(n), 10 * n, 6, elapsed_h=2) for n in range(3)]
+    ledger.upsert_attempts("c", "slurm", suspended, source="t")
+    advice = advise_walltime(
+        ledger, user="alice", name="sim", request_s=12 * HOUR, as_of=T0 + timedelta(days=9)
+    )
+    assert (advice.prediction.seconds, advice.suggested_s) == (2 * HOUR, 3 * HOUR)
 
 
 def test_advise_command(ledger_url: str, tmp_path: Path) -> None:
