@@ -90,7 +90,8 @@ def test_refuse_over_budget_with_the_numbers(account: str, ledger: Ledger, tmp_p
     record_usage(ledger, "hpcbridge", "slurm", account, core_hours=4)
     with Cluster.from_site(site) as cluster:
         queued = cluster.submit(_job(account, 4, 30, hold=True))  # commits 2 core-hours
-        fits = submit_within_budget(cluster, ledger, _job(account, 2, 30))  # 1 core-hour
+        # 1 core-hour, held by its own spec so it stays queued (free CPUs would start it)
+        fits = submit_within_budget(cluster, ledger, _job(account, 2, 30, hold=True))
         assert fits.decision is not None
         assert fits.decision.allowed
         assert not fits.held
