@@ -18,14 +18,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import select
-
 from hpcbridge.errors import ForecastError
 from hpcbridge.forecast.model import SCORED_MEAN, forecast
 from hpcbridge.forecast.monthly import Level, Series, add_months, ledger_series, month_start
-from hpcbridge.ledger.schema import Account, Allocation
 from hpcbridge.ledger.store import Ledger
-from hpcbridge.ledger.usage import usage_report
+from hpcbridge.ledger.usage import allocation_at, usage_report
 
 GPU_POOL_MIN = SCORED_MEAN / 10
 """SCORED_MEAN for GPU-hours: a GPU-hour is charged at about ten core-hours at most centres."""
@@ -98,7 +95,7 @@ def budget_burndown(ledger: Ledger, account: str, *, as_of: datetime | None = No
     bound the latest.
     """
     moment = _as_of(as_of)
-    grant = _allocation(ledger, account, moment)
+    grant = allocation_at(ledger, account, moment)
     window_start = moment - BURN_WINDOW
     used = 0.0
     if grant is not None:
@@ -181,27 +178,6 @@ def _month_forecasts(
             )
         )
     return tuple(result)
-
-
-@dataclass(frozen=True)
-class _Grant:
-    starts: datetime
-    ends: datetime
-    core_hours: float
-
-
-def _allocation(ledger: Ledger, account: str, as_of: datetime) -> _Grant | None:
-    """The latest-starting allocation of ``account`` whose period holds ``as_of``."""
-    query = (
-        select(Allocation.starts, Allocation.ends, Allocation.core_hours)
-        .join(Account, Account.id == Allocation.account_id)
-        .where(Account.name == account, Allocation.starts <= as_of, Allocation.ends > as_of)
-        .order_by(Allocation.starts.desc())
-        .limit(1)
-    )
-    with ledger.transaction(read_only=True) as connection:
-        found = connection.execute(query).first()
-    return None if found is None else _Grant(found.starts, found.ends, float(found.core_hours))
 
 
 def _core_hours(ledger: Ledger, account: str, start: datetime, end: datetime) -> float:

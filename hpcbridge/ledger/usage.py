@@ -28,8 +28,11 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import select
+
 from hpcbridge.ledger.periods import Periods, epoch
 from hpcbridge.ledger.rollup import usage_sums
+from hpcbridge.ledger.schema import Account, Allocation
 from hpcbridge.ledger.store import Ledger
 from hpcbridge.ledger.usage_sql import grant_query
 
@@ -239,3 +242,29 @@ def _with_balances(
 
 def _percent(part: float, whole: float) -> float | None:
     return 100 * part / whole if whole else None
+
+
+@dataclass(frozen=True)
+class Grant:
+    """An allocation: core-hours and GPU-hours granted to an account for [starts, ends)."""
+
+    starts: datetime
+    ends: datetime
+    core_hours: float
+    gpu_hours: float
+
+
+def allocation_at(ledger: Ledger, account: str, moment: datetime) -> Grant | None:
+    """The latest-starting allocation of ``account`` whose period holds ``moment``."""
+    query = (
+        select(Allocation.starts, Allocation.ends, Allocation.core_hours, Allocation.gpu_hours)
+        .join(Account, Account.id == Allocation.account_id)
+        .where(Account.name == account, Allocation.starts <= moment, Allocation.ends > moment)
+        .order_by(Allocation.starts.desc())
+        .limit(1)
+    )
+    with ledger.transaction(read_only=True) as connection:
+        found = connection.execute(query).first()
+    if found is None:
+        return None
+    return Grant(found.starts, found.ends, float(found.core_hours), float(found.gpu_hours))

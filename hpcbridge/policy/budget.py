@@ -31,12 +31,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
-
 from hpcbridge.errors import BudgetExceeded, SpecError
 from hpcbridge.jobs.spec import JobSpec
-from hpcbridge.ledger.schema import Account, Allocation
-from hpcbridge.ledger.usage import usage_report
+from hpcbridge.ledger.usage import allocation_at, usage_report
 from hpcbridge.policy.queue import QueuedJob, account_queue
 
 if TYPE_CHECKING:
@@ -391,18 +388,10 @@ def _period(
     if config.period == "month":
         limit = Cost(config.core_hours or 0.0, config.gpu_hours or 0.0)
         return now - ROLLING_PERIOD, None, limit
-    query = (
-        select(Allocation.starts, Allocation.ends, Allocation.core_hours, Allocation.gpu_hours)
-        .join(Account, Account.id == Allocation.account_id)
-        .where(Account.name == account, Allocation.starts <= now, Allocation.ends > now)
-        .order_by(Allocation.starts.desc())
-        .limit(1)
-    )
-    with ledger.transaction(read_only=True) as connection:
-        found = connection.execute(query).first()
-    if found is None:
+    grant = allocation_at(ledger, account, now)
+    if grant is None:
         return now, None, None
-    return found.starts, found.ends, Cost(float(found.core_hours), float(found.gpu_hours))
+    return grant.starts, grant.ends, Cost(grant.core_hours, grant.gpu_hours)
 
 
 def _usage_by_user(
