@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import asdict
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -25,6 +26,9 @@ from hpcbridge.cli.options import (
     terminal_progress,
     warn_bad_lines,
 )
+
+if TYPE_CHECKING:
+    from hpcbridge.forecast.evaluate import Evaluation
 
 _AS_OF = click.option(
     "--as-of",
@@ -123,37 +127,81 @@ def forecast_budget(
 
 
 @forecast.command("evaluate")
-@click.argument("trace_file", type=click.Path(exists=True, dir_okay=False))
+@click.argument(
+    "trace_files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False)
+)
 @MAX_BAD_LINES_OPTION
 @JSON_OPTION
 @reports_errors
-def forecast_evaluate(trace_file: str, max_bad_lines: int, as_json: bool) -> None:
-    """Score the forecasts and the runtime predictor, with their baselines, on an SWF trace.
+def forecast_evaluate(trace_files: tuple[str, ...], max_bad_lines: int, as_json: bool) -> None:
+    """Score the forecasts and the runtime predictor, with their baselines, on SWF traces.
 
-    Rolling origin over whole months after a 3-month warm-up; nothing after an origin is
-    visible to the forecast made there. Prints every method and baseline, and the targets.
-    Malformed lines are skipped and listed with their line number and field.
+    Each TRACE is scored on its own: rolling origin over whole months after a 3-month
+    warm-up; nothing after an origin is visible to the forecast made there. Prints every
+    method and baseline per trace, then which targets each trace meets. Malformed lines are
+    skipped and listed with their line number and field.
     """
-    from hpcbridge.forecast.evaluate import evaluate, group_wins, read_trace
+    results = [_evaluate_trace(path, max_bad_lines, as_json) for path in trace_files]
+    if as_json:
+        echo_json(_plain({"traces": [asdict(r) for r in results], "summary": _summary(results)}))
+        return
+    for result in results:
+        _print_evaluation(result)
+    click.echo("targets met per trace:")
+    for result in results:
+        met = [t.name for t in result.targets if t.met]
+        missed = [t.name for t in result.targets if not t.met]
+        click.echo(
+            f"  {result.trace}: {len(met)} of {len(result.targets)} "
+            f"(read {result.read_seconds:.1f} s, scored {result.seconds:.1f} s)"
+        )
+        click.echo(f"    met: {', '.join(met) or 'none'}")
+        click.echo(f"    not met: {', '.join(missed) or 'none'}")
+
+
+def _evaluate_trace(trace_file: str, max_bad_lines: int, quiet: bool) -> Evaluation:
+    """Read and score one trace, its malformed lines listed on stderr as they are skipped."""
+    from hpcbridge.forecast.evaluate import evaluate, read_trace
     from hpcbridge.ledger.sources.swf import SwfTrace
 
     trace = SwfTrace(trace_file, max_bad_lines=max_bad_lines)
-    with terminal_progress(as_json) as bar:
-        task = None if bar is None else bar.add_task("reading the trace", total=None)
+    with terminal_progress(quiet) as bar:
+        task = None if bar is None else bar.add_task(f"reading {trace_file}", total=None)
+        started = time.perf_counter()
         jobs = read_trace(
             trace,
             progress=None
             if bar is None or task is None
             else lambda count: bar.update(task, completed=count),
         )
+        read_seconds = time.perf_counter() - started
         if bar is not None and task is not None:
-            bar.update(task, description="scoring")
+            bar.update(task, description=f"scoring {trace_file}")
         result = evaluate(jobs, trace=trace_file)
     warn_bad_lines(trace, "scored")
-    if as_json:
-        echo_json(_plain(asdict(result)))
-        return
-    click.echo(f"{trace_file}: months {result.months[0]} .. {result.months[-1]}")
+    result.read_seconds = read_seconds
+    return result
+
+
+def _summary(results: list[Evaluation]) -> list[dict[str, Any]]:
+    """Per trace: how many targets it meets, which, and how long reading and scoring took."""
+    return [
+        {
+            "trace": result.trace,
+            "met": sum(t.met for t in result.targets),
+            "targets": len(result.targets),
+            "met_names": [t.name for t in result.targets if t.met],
+            "read_seconds": result.read_seconds,
+            "scored_seconds": result.seconds,
+        }
+        for result in results
+    ]
+
+
+def _print_evaluation(result: Evaluation) -> None:
+    from hpcbridge.forecast.evaluate import group_wins
+
+    click.echo(f"{result.trace}: months {result.months[0]} .. {result.months[-1]}")
     header = f"{'level':8} {'method':20} {'h':>2} {'n':>6} {'medAPE':>7} {'±10%':>5} {'wErr':>5}"
     click.echo(f"{header} {'cov80':>6} {'under':>6}")
     for score in result.usage + result.runtime:
@@ -172,7 +220,7 @@ def forecast_evaluate(trace_file: str, max_bad_lines: int, as_json: bool) -> Non
     for target in result.targets:
         verdict = "met" if target.met else "NOT met"
         click.echo(f"  {target.name}: {target.goal}, measured {target.measured} ({verdict})")
-    click.echo(f"scored in {result.seconds:.1f} s")
+    click.echo("")
 
 
 @click.command("advise")

@@ -42,6 +42,8 @@ from hpcbridge.ledger.sources.swf import SwfTrace
 
 WARMUP = 3
 HORIZONS = (1, 3)
+GROUP_TARGET, GROUP_STRETCH = 0.75, 0.5
+"""The issue's per-group target: median APE at most 0.75x the last-month baseline's."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,8 @@ class Evaluation:
     groups: list[Score] = field(default_factory=list)
     runtime: list[Score] = field(default_factory=list)
     targets: list[Target] = field(default_factory=list)
-    seconds: float = 0.0
+    seconds: float = 0.0  # scoring
+    read_seconds: float = 0.0  # parsing the trace, set by whoever read it
 
 
 def read_trace(
@@ -339,18 +342,22 @@ def group_wins(result: Evaluation, level: str) -> tuple[int, int, int]:
 
 
 def targets(result: Evaluation) -> list[Target]:
-    """The issue's targets on the development trace, against what this run measured."""
+    """The issue's targets, against what this run measured on one trace."""
     usage = {(s.level, s.method, s.horizon): s for s in result.usage}
     runtime = {s.method: s for s in result.runtime}
     found: list[Target] = []
     model, naive = usage.get(("account", "model", 1)), usage.get(("account", "last month", 1))
     if model and naive:
+        bound = GROUP_TARGET * naive.median_ape
         found.append(
             Target(
                 "per-group median APE (h=1)",
-                f"<= half of last-month's ({naive.median_ape / 2:.0%})",
-                f"{model.median_ape:.0%}",
-                model.median_ape <= naive.median_ape / 2,
+                f"<= {GROUP_TARGET}x last-month's ({bound:.0%}; stretch "
+                f"{GROUP_STRETCH}x: {GROUP_STRETCH * naive.median_ape:.0%})",
+                f"{model.median_ape:.0%} ({model.median_ape / naive.median_ape:.2f}x)"
+                if naive.median_ape > 0
+                else f"{model.median_ape:.0%}",
+                model.median_ape <= bound,
             )
         )
     machine = usage.get(("machine", "model", 1))

@@ -355,7 +355,7 @@ def test_harness_end_to_end_on_a_synthetic_trace(tmp_path: Path) -> None:
     trace = swf(tmp_path / "synthetic.swf", jobs)
     result = CliRunner().invoke(main, ["forecast", "evaluate", str(trace), "--json"])
     assert result.exit_code == 0, result.output
-    data = json.loads(result.output)
+    (data,) = json.loads(result.output)["traces"]
     methods = {(s["level"], s["method"], s["horizon"]) for s in data["usage"]}
     assert ("account", "model", 1) in methods
     assert ("machine", "last month", 3) in methods
@@ -368,6 +368,35 @@ def test_harness_end_to_end_on_a_synthetic_trace(tmp_path: Path) -> None:
     table = CliRunner().invoke(main, ["forecast", "evaluate", str(trace)])
     assert "machine" in table.output
     assert "targets:" in table.output
+
+
+def test_harness_scores_each_trace_apart_and_sums_up_targets_per_trace(tmp_path: Path) -> None:
+    steady = [(day * DAY, 20_000, 16, 1 + day % 2, 1 + day % 2) for day in range(0, 330, 2)]
+    generator = np.random.default_rng(2)
+    bursty = [(day * DAY, int(generator.exponential(30_000)), 64, 3, 3) for day in range(0, 250, 3)]
+    paths = [str(swf(tmp_path / "steady.swf", steady)), str(swf(tmp_path / "bursty.swf", bursty))]
+    result = CliRunner().invoke(main, ["forecast", "evaluate", *paths, "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert [t["trace"] for t in data["traces"]] == paths
+    assert [len(t["months"]) for t in data["traces"]] == [10, 7]  # each its own whole months
+    for trace, summary in zip(data["traces"], data["summary"], strict=True):
+        met = [t["name"] for t in trace["targets"] if t["met"]]
+        assert summary["met"] == len(met)
+        assert summary["met_names"] == met
+        assert summary["targets"] == len(trace["targets"]) == 5
+        assert summary["read_seconds"] > 0
+        assert summary["scored_seconds"] > 0
+    steady_machine = next(
+        s
+        for s in data["traces"][0]["usage"]
+        if (s["level"], s["method"], s["horizon"]) == ("machine", "model", 1)
+    )
+    assert steady_machine["median_ape"] < 0.05  # the same usage every month
+    table = CliRunner().invoke(main, ["forecast", "evaluate", *paths])
+    assert table.output.count("targets:") == 2
+    assert "targets met per trace:" in table.output
+    assert f"  {paths[1]}: " in table.output.split("targets met per trace:")[1]
 
 
 def test_harness_on_too_short_a_trace_exits_9(tmp_path: Path) -> None:
