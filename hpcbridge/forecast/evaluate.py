@@ -35,6 +35,7 @@ from pathlib import Path
 
 from hpcbridge.errors import ForecastError
 from hpcbridge.forecast.arrays import Bools, Floats, Ints, np
+from hpcbridge.forecast.combine import combined
 from hpcbridge.forecast.model import SCORED_MEAN, forecast
 from hpcbridge.forecast.monthly import add_months, first_full_month, job_series, month_start
 from hpcbridge.forecast.runtime import FINISHED_STATES, FinishedJob, RuntimeHistory
@@ -224,10 +225,12 @@ def _score_usage(
             if origin + horizon > months:
                 continue
             actual = actual_all[scored, origin + horizon - 1]
-            model = forecast(seen, horizon, pool_min_mean=SCORED_MEAN)
-            rows = [("model", model.point, model.low, model.high)] + [
-                (name, method(seen), None, None) for name, method in _BASELINES.items()
-            ]
+            model = combined(seen, horizon, pool_min_mean=SCORED_MEAN)
+            level_model = forecast(seen, horizon, pool_min_mean=SCORED_MEAN)
+            rows = [
+                ("model", model.point, model.low, model.high),
+                ("smoothed level", level_model.point, level_model.low, level_model.high),
+            ] + [(name, method(seen), None, None) for name, method in _BASELINES.items()]
             for name, point, low, high in rows:
                 columns = [np.flatnonzero(scored).astype(float), point[scored], actual]
                 if low is not None and high is not None:

@@ -19,8 +19,12 @@ choice it makes at an origin is made from the months before that origin only:
   of months 1..j against month j + h, from j = 2 on) and pools the ratios actual / forecast
   across the groups: the point forecast is the level times the median ratio (groups' usage
   tends to decay after a busy spell, and this learns how much), the interval the level
-  times the 10% and 90% quantiles. Only months before the origin are replayed, so the
-  calibration sees nothing the forecast could not.
+  times the 10% quantile and the bound holding 80% of the ratios from it (the 90% quantile
+  but where many months came to nothing: :func:`interval_factors`). Only months before
+  the origin are replayed, so the calibration sees nothing the forecast could not.
+
+The product forecasts with this level averaged with last month
+(:mod:`hpcbridge.forecast.combine`); the harness scores both.
 - **idle groups**: a group that used nothing last month behaves unlike an active one (its
   project may have ended; its median next month is often nothing), so ratios are pooled
   separately for the two states, an observable fact at the origin rather than a parameter.
@@ -67,7 +71,7 @@ interval calibration (tiny groups' noise would widen everyone's interval)."""
 MIN_POOL = 20
 """Ratios below which empirical quantiles give way to the log-normal interval."""
 COVERAGE = 0.8
-_LOW_Q, _HIGH_Q = (1 - COVERAGE) / 2, (1 + COVERAGE) / 2
+_LOW_Q = (1 - COVERAGE) / 2
 _Z = 1.2815515655446004  # the standard normal 90% quantile
 _FIRST_REPLAY = 2  # a level of one month is that month, not a forecast worth calibrating on
 _SMALLEST_RATIO = 1e-3  # a month of nothing after a forecast of something: log() needs > 0
@@ -142,7 +146,7 @@ def state_factors(ratios: Floats, idle: Bools) -> dict[bool, _Factors]:
     factors = {}
     for state in (False, True):
         same = ratios[idle == state]
-        point, low, high = _factors(same if len(same) >= MIN_POOL else ratios)
+        point, low, high = interval_factors(same if len(same) >= MIN_POOL else ratios)
         if state and len(same):
             point = float(np.median(same))  # a median needs few ratios; quantiles need more
         factors[state] = (point, low, high)
@@ -160,11 +164,19 @@ def median_ape(points: Floats, ratios: Floats) -> float:
     return float(np.median(errors))
 
 
-def _factors(ratios: Floats) -> _Factors:
-    """(point, low, high) multipliers of the level: the pooled ratios' median and 80%
-    quantiles, or with few ratios the log-normal interval around the level itself."""
+def interval_factors(ratios: Floats) -> _Factors:
+    """(point, low, high) multipliers of the level: the pooled ratios' median and an 80%
+    interval, or with few ratios the log-normal interval around the level itself.
+
+    The interval starts at the 10% quantile and ends where 80% of the ratios lie between
+    the two: the 90% quantile, unless the 10% quantile sits on a run of equal ratios, as it
+    does where more than a tenth of the months came to nothing (ratio 0); then [0, 90%
+    quantile] would hold 90% of them, and [0, 80% quantile] is the 80% interval.
+    """
     if len(ratios) >= MIN_POOL:
-        low, bias, high = np.quantile(ratios, [_LOW_Q, 0.5, _HIGH_Q])
+        low, bias = np.quantile(ratios, [_LOW_Q, 0.5])
+        below = float(np.mean(ratios < low))
+        high = np.quantile(ratios, min(1.0, below + COVERAGE))
         return float(bias), float(low), float(high)
     logs = np.log(np.maximum(ratios, _SMALLEST_RATIO))
     spread = _student_90(len(logs)) * math.sqrt(float(np.mean(logs**2)))

@@ -4,8 +4,8 @@
 GPU-hours for the next calendar months, with 80% intervals; ``budget_burndown`` says when
 an account's allocation runs out at its current burn rate and at the forecast one. Both see
 only the ledger as of ``as_of``: whole months before it, split pro rata, running jobs
-counted up to it (:mod:`hpcbridge.forecast.monthly`), and feed the model of
-:mod:`hpcbridge.forecast.model`, the same one the evaluation harness scores.
+counted up to it (:mod:`hpcbridge.forecast.monthly`), and feed the forecast of
+:mod:`hpcbridge.forecast.combine`, the same one the evaluation harness scores.
 
 The forecast months are the calendar months that start at or after ``as_of``: on the 23rd
 of November the next three are December to February. November itself, partly seen, is not
@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from hpcbridge.errors import ForecastError
-from hpcbridge.forecast.model import SCORED_MEAN, forecast
+from hpcbridge.forecast.combine import combined
+from hpcbridge.forecast.model import SCORED_MEAN
 from hpcbridge.forecast.monthly import Level, Series, add_months, ledger_series, month_start
 from hpcbridge.ledger.store import Ledger
 from hpcbridge.ledger.usage import allocation_at, usage_report
@@ -162,9 +163,9 @@ def _month_forecasts(
     base = month_start(as_of)
     result = []
     for horizon in horizons:
-        core = forecast(series.core_hours, horizon, pool_min_mean=SCORED_MEAN)
+        core = combined(series.core_hours, horizon, pool_min_mean=SCORED_MEAN)
         if series.gpu_hours.any():
-            gpu = forecast(series.gpu_hours, horizon, pool_min_mean=GPU_POOL_MIN)
+            gpu = combined(series.gpu_hours, horizon, pool_min_mean=GPU_POOL_MIN)
             gpu_values = (float(gpu.point[row]), float(gpu.low[row]), float(gpu.high[row]))
         else:
             gpu_values = (0.0, 0.0, 0.0)  # no GPUs in this history: nothing to forecast

@@ -392,7 +392,7 @@ def test_harness_scores_each_trace_apart_and_sums_up_targets_per_trace(tmp_path:
         for s in data["traces"][0]["usage"]
         if (s["level"], s["method"], s["horizon"]) == ("machine", "model", 1)
     )
-    assert steady_machine["median_ape"] < 0.05  # the same usage every month
+    assert steady_machine["median_ape"] < 0.1  # the same jobs every month (of 30 or 31 days)
     table = CliRunner().invoke(main, ["forecast", "evaluate", *paths])
     assert table.output.count("targets:") == 2
     assert "targets met per trace:" in table.output

@@ -1,0 +1,68 @@
+"""The forecast the product uses: the smoothed level and last month averaged, with a
+split-conformal interval from its own errors replayed before the origin."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hpcbridge.forecast.combine import combined, month_steps, point, replayed_ratios
+from hpcbridge.forecast.model import MIN_MONTHS, forecast, interval_factors
+
+
+def test_point_is_the_mean_of_the_level_model_and_last_month() -> None:
+    generator = np.random.default_rng(4)
+    history = 3000 * generator.lognormal(0, 0.5, size=(50, 9))
+    history[:5, -3:] = 0.0  # five groups idle for the last three months
+    result = combined(history, 1, pool_min_mean=1000)
+    model = forecast(history, 1, pool_min_mean=1000)
+    assert np.allclose(result.point, (model.point + history[:, -1]) / 2)
+    assert result.point[:5].tolist() == [0.0] * 5  # idle stays nothing: exact if it is
+    assert np.all(result.high[:5] > 0)  # ... while a return stays inside the interval
+
+
+def test_interval_comes_from_errors_replayed_before_the_origin_only() -> None:
+    generator = np.random.default_rng(8)
+    history = 5000 * generator.lognormal(0, 0.4, size=(30, 10))
+    by_hand = []
+    for origin in range(MIN_MONTHS, 10):  # months 1..origin seen, month origin + 1 the target
+        forecasts, _ = point(history[:, :origin], 1, 1000)
+        by_hand.append(history[:, origin] / forecasts)
+    assert np.allclose(replayed_ratios(history, 1, 1000), np.concatenate(by_hand))
+    _, low, high = interval_factors(np.concatenate(by_hand))
+    result = combined(history, 1, pool_min_mean=1000)
+    assert np.allclose(result.low, result.point * low)
+    assert np.allclose(result.high, result.point * high)
+
+
+def test_intervals_of_many_groups_cover_about_80_percent() -> None:
+    generator = np.random.default_rng(7)
+    sizes = generator.uniform(2_000, 50_000, size=(400, 1))
+    history = sizes * generator.lognormal(0, 0.4, size=(400, 10))
+    result = combined(history[:, :-1], 1, pool_min_mean=1000)
+    actual = history[:, -1]
+    assert 0.75 <= np.mean((result.low <= actual) & (actual <= result.high)) <= 0.85
+
+
+def test_a_single_series_borrows_its_month_steps_and_is_calibrated() -> None:
+    generator = np.random.default_rng(3)
+    covered = []
+    for _ in range(300):  # 300 machines, each forecast from its own 7 months only
+        machine = 50_000 * generator.lognormal(0, 0.1, size=(1, 8))
+        result = combined(machine[:, :-1], 1, pool_min_mean=1000)
+        covered.append(result.low[0] <= machine[0, -1] <= result.high[0])
+    assert 0.72 <= np.mean(covered) <= 0.88
+    steps = month_steps(np.array([[100.0, 0.0, 50.0, 100.0]]), 1, 0.0)
+    assert steps.tolist() == [0.0, 2.0]  # the step after an empty month has no ratio
+
+
+def test_runs_of_empty_months_end_the_interval_at_the_80_percent_quantile() -> None:
+    ratios = np.concatenate([np.zeros(30), np.linspace(0.5, 2.0, 70)])  # 30% came to nothing
+    _, low, high = interval_factors(ratios)
+    assert low == 0.0
+    assert high == np.quantile(ratios, 0.8)  # not 0.9: [0, q90] would hold 90% of them
+    assert np.mean((low <= ratios) & (ratios <= high)) == 0.8
+    spread = np.linspace(0.5, 2.0, 101)  # no ties: about the 10% and 90% quantiles
+    _, low, high = interval_factors(spread)
+    assert low == np.quantile(spread, 0.1)
+    assert high == pytest.approx(np.quantile(spread, 0.9), rel=0.01)
