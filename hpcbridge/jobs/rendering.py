@@ -90,6 +90,13 @@ class Renderer:
         except jinja2.TemplateError as exc:
             raise RenderError(f"template {template_name} failed: {exc}") from exc
 
+    def render_text(self, template_name: str, **context: Any) -> str:
+        """Render a template that is not a job script (a sweep's parameters file)."""
+        try:
+            return self.environment.get_template(template_name).render(**context)
+        except jinja2.TemplateError as exc:
+            raise RenderError(f"template {template_name} failed: {exc}") from exc
+
 
 def shell_lines(lines: Iterable[str]) -> list[ShellCode]:
     """Mark each line as deliberate shell code."""

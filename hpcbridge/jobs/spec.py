@@ -33,7 +33,8 @@ from hpcbridge.jobs.units import format_duration, parse_duration, parse_memory
 # Every pattern is ASCII and used with fullmatch: "$" would also match before a final newline,
 # and \w alone admits any Unicode letter.
 _TOKEN = re.compile(r"[\w.+@=,:%/-]+", re.ASCII)
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# An environment variable name, as the shell takes it (also for a sweep file's columns).
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # What ends a line for bash or for Python's str.splitlines(), and NUL, which bash cannot hold.
 _LINE_BREAK = re.compile("[\x00\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 # sbatch(1), --array: "0-15", "0,6,16-32", "0-15:4", "0-15%4" (step and a concurrency limit).
@@ -287,7 +288,7 @@ class JobSpec(_Model):
     @classmethod
     def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
         for key, value in env.items():
-            if not _ENV_NAME.fullmatch(key):
+            if not ENV_NAME.fullmatch(key):
                 raise ValueError(f"{key!r} is not a valid environment variable name")
             if "\x00" in value:
                 raise ValueError(f"{key}: {value!r} holds a NUL byte, which no variable can hold")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import os
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -13,7 +15,9 @@ from hypothesis import strategies as st
 from hpcbridge import JobSpec, RenderError, SiteConfig, SpecError
 from hpcbridge.backends.pbs import PbsBackend
 from hpcbridge.backends.slurm import SlurmBackend, cli
+from hpcbridge.jobs import sweep
 from hpcbridge.jobs.rendering import Renderer
+from hpcbridge.jobs.sweep_file import load_sweep, sweep_specs
 from hpcbridge.transports import FakeTransport
 
 GOLDEN = Path(__file__).parents[1] / "golden"
@@ -191,6 +195,61 @@ def test_hostile_env_values_arrive_intact_and_run_nothing(
     # Bytes, not text: text mode would turn a "\r" the job printed into "\n".
     ran = subprocess.run(["bash"], input=script.encode(), capture_output=True, check=False)
     assert ran.stdout == value.encode()
+    assert not canary.exists()
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_hostile_sweep_values_arrive_intact_and_run_nothing(
+    tmp_path: Path, data: st.DataObject
+) -> None:
+    """A sweep row's value reaches its array task through a CSV file, the planner, the
+    parameters file and the task's script as data: printed exactly, never run; a task's own
+    command (where the tasks' commands differ) is likewise quoted there and runs as written."""
+    canary = tmp_path / "canary"
+    values = data.draw(st.lists(hostile_text(canary), min_size=2, max_size=3))
+    scheduler = data.draw(st.sampled_from(["slurm", "pbs"]))
+    own_commands = data.draw(st.booleans())
+    params = tmp_path / "params.csv"
+    with params.open("w", newline="", encoding="utf-8") as stream:
+        csv.writer(stream).writerows([["HOSTILE"], *[[value] for value in values]])
+    base = JobSpec.parse({"name": "h", "command": 'printf %s "$HOSTILE"'})
+    nul_row = next((row for row, value in enumerate(values, 1) if "\x00" in value), None)
+    if nul_row is not None:  # no variable can hold NUL: refused with its row, never cut short
+        with pytest.raises(SpecError, match=f"row {nul_row} .*column HOSTILE: holds a NUL"):
+            load_sweep(params)
+        return
+    specs = sweep_specs(base, load_sweep(params))
+    if own_commands:
+        specs = [
+            job.model_copy(update={"command": f"printf %s {shlex.quote(value)}"})
+            for job, value in zip(specs, values, strict=True)
+        ]
+    [chunk] = sweep.plan(specs, max_array_size=None, limit=None)
+    renderer = Renderer()
+    (tmp_path / "sweep.sh").write_text(sweep.render_parameters(renderer, chunk.tasks))
+    if scheduler == "slurm":
+        context: dict[str, object] = {"dependency": ""}
+        index_variable = "SLURM_ARRAY_TASK_ID"
+    else:
+        backend = PbsBackend(FakeTransport(lambda argv, stdin: ""))
+        context = backend.template_context(chunk.spec)
+        index_variable = "PBS_ARRAY_INDEX"
+    template = f"{scheduler}/job.sh.j2"
+    script = renderer.render(template, chunk.spec, token=None, sweep_file="./sweep.sh", **context)
+    for index, value in enumerate(values):
+        environment = {**os.environ, index_variable: str(index), "PBS_O_WORKDIR": str(tmp_path)}
+        ran = subprocess.run(
+            ["bash"],
+            input=script.encode(),
+            capture_output=True,
+            cwd=tmp_path,
+            env=environment,
+            check=False,
+        )
+        assert ran.stdout == value.encode(), ran.stderr
     assert not canary.exists()
 
 
