@@ -37,6 +37,7 @@ could not.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 
 from hpcbridge.forecast.arrays import Floats, np
@@ -45,9 +46,23 @@ from hpcbridge.forecast.model import MIN_MONTHS, MIN_POOL, Forecast, forecast, i
 
 def point(history: Floats, horizon: int, pool_min_mean: float) -> tuple[Floats, Forecast]:
     """The combined point forecast of month k + ``horizon`` of each row of ``history``
-    (months 1..k), and the level model's forecast it was made from."""
+    (months 1..k), and the level model's forecast it was made from (read-only arrays)."""
+    return _point(history.tobytes(), history.shape, horizon, pool_min_mean)
+
+
+@functools.lru_cache(maxsize=512)
+def _point(
+    data: bytes, shape: tuple[int, ...], horizon: int, pool_min_mean: float
+) -> tuple[Floats, Forecast]:
+    """:func:`point`, remembered: a forecast at origin k replays every prefix of its
+    history, and the harness's next origin replays the same prefixes again (the months
+    before an origin do not change as it moves on), so each is computed once, not k times."""
+    history = np.frombuffer(data).reshape(shape)
     model = forecast(history, horizon, pool_min_mean=pool_min_mean)
-    return (model.point + history[:, -1]) / 2, model
+    mean = (model.point + history[:, -1]) / 2
+    for array in (mean, model.point, model.low, model.high):
+        array.setflags(write=False)
+    return mean, model
 
 
 def combined(history: Floats, horizon: int, *, pool_min_mean: float = 0.0) -> Forecast:

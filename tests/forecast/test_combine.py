@@ -66,3 +66,14 @@ def test_runs_of_empty_months_end_the_interval_at_the_80_percent_quantile() -> N
     _, low, high = interval_factors(spread)
     assert low == np.quantile(spread, 0.1)
     assert high == pytest.approx(np.quantile(spread, 0.9), rel=0.01)
+
+
+def test_remembered_forecasts_cannot_be_changed_by_a_caller() -> None:
+    history = np.arange(1.0, 25.0).reshape(4, 6) * 1000
+    first, _ = point(history, 1, 0.0)
+    with pytest.raises(ValueError, match="read-only"):
+        first[0] = 0.0
+    history[0, 0] = 5.0  # another history: computed afresh, not the remembered one
+    again, _ = point(history, 1, 0.0)
+    assert not np.shares_memory(again, first)
+    assert point(history, 1, 0.0)[0] is again  # the same history again: remembered
