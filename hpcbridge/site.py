@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -126,25 +127,44 @@ class PriorityLevel(_Config):
     nice: int | None = Field(None, ge=-10000, le=10000)
 
 
+class DeadlineStep(_Config):
+    """Queued jobs of an account with a deadline rise to ``level`` once the slack (time left
+    before the deadline - the predicted run time of the account's unfinished work) falls
+    below ``slack_below``."""
+
+    slack_below: Walltime
+    level: Token
+
+
 class PriorityOptions(_Config):
     """The site's priority levels, lowest first (the order written), and who gets which.
 
     A job's level is the one it asks for, else its account's, else ``default``; a QOS or nice
-    the job sets itself wins over its level's.
+    the job sets itself wins over its level's. ``deadlines`` (account -> when its work is
+    due; the ledger's, set with ``priority deadline``, win) raise an account's queued jobs
+    by ``deadline_steps``; without steps, to the highest level below a day of slack.
     """
 
     levels: dict[Token, PriorityLevel] = {}
     default: Token | None = None
     accounts: dict[Token, Token] = {}
+    deadlines: dict[Token, AwareDatetime] = {}
+    deadline_steps: list[DeadlineStep] | None = None
 
     @model_validator(mode="after")
     def _known_levels(self) -> PriorityOptions:
         named = [("priorities.default", self.default)] + [
             (f"priorities.accounts.{account}", level) for account, level in self.accounts.items()
         ]
+        named += [
+            (f"priorities.deadline_steps[{index}].level", step.level)
+            for index, step in enumerate(self.deadline_steps or ())
+        ]
         for where, level in named:
             if level is not None and level not in self.levels:
                 raise ValueError(f"{where}: {level!r} is not a level ({self._level_names()})")
+        if self.deadlines and not self.levels:
+            raise ValueError("priorities.deadlines: deadlines raise levels; define levels first")
         return self
 
     def level(self, name: str, site: str) -> PriorityLevel:
@@ -154,6 +174,27 @@ class PriorityOptions(_Config):
                 f"priority: {name!r} is not a level of site {site} ({self._level_names()})"
             )
         return self.levels[name]
+
+    def steps(self) -> list[DeadlineStep]:
+        """The deadline steps, the default one when the site gives none."""
+        if self.deadline_steps is not None:
+            return self.deadline_steps
+        if not self.levels:
+            return []
+        # Validated like the config's own steps: a bare number there means minutes.
+        return [
+            DeadlineStep.model_validate({"slack_below": "24:00:00", "level": [*self.levels][-1]})
+        ]
+
+    def level_of(self, qos: str | None, nice: int | None) -> str | None:
+        """The level a job's QOS and nice stand for: the one whose knobs all match (a knob a
+        level leaves unset matches anything), the most specific first; None if none does."""
+        matches = [
+            (sum(knob is not None for knob in (level.qos, level.nice)), index, name)
+            for index, (name, level) in enumerate(self.levels.items())
+            if level.qos in (None, qos) and level.nice in (None, nice)
+        ]
+        return max(matches)[2] if matches else None
 
     def _level_names(self) -> str:
         return ", ".join(self.levels) or "it defines none"

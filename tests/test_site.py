@@ -56,6 +56,20 @@ def test_relative_paths_are_taken_from_the_config_file(tmp_path: Path) -> None:
             "scheduler: pbs\npriorities: {levels: {high: {qos: urgent}}}\n",
             "priorities.levels.high.qos: PBS has no QOS",
         ),
+        (
+            "scheduler: slurm\npriorities: {levels: {low: {nice: 9}}, deadline_steps: "
+            "[{slack_below: '24:00:00', level: urgent}]}\n",
+            "priorities.deadline_steps[0].level: 'urgent' is not a level (low)",
+        ),
+        (
+            "scheduler: slurm\npriorities: {deadlines: {physics: 2026-12-24T00:00:00Z}}\n",
+            "priorities.deadlines: deadlines raise levels; define levels first",
+        ),
+        (
+            "scheduler: slurm\npriorities: {levels: {low: {}}, deadlines: "
+            "{physics: '2026-12-24T00:00:00'}}\n",
+            "priorities.deadlines.physics: Input should have timezone info",
+        ),
     ],
 )
 def test_invalid_site_configs_name_the_problem(tmp_path: Path, text: str, message: str) -> None:

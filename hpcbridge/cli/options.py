@@ -197,13 +197,14 @@ class UtcDate(click.DateTime):
 
 
 class Seconds(click.FloatRange):
-    """A duration in seconds: a number, not negative and not NaN (which compares false with
-    every bound, so a plain FloatRange lets it through)."""
+    """A duration in seconds: a number from ``least`` (default 0) to ``most`` (default none)
+    and not NaN (which compares false with every bound, so a plain FloatRange lets it
+    through). An interval slept on needs ``most``: time.sleep overflows on 1e309."""
 
     name = "seconds"
 
-    def __init__(self) -> None:
-        super().__init__(min=0)
+    def __init__(self, least: float = 0, most: float | None = None) -> None:
+        super().__init__(min=least, max=most)
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         seconds = super().convert(value, param, ctx)

@@ -5,7 +5,10 @@ by hand or by a campaign's results."""
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import asdict
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 import click
 
@@ -13,11 +16,18 @@ from hpcbridge.cli.options import (
     JOBS_OR_WORKFLOW_SITE_OPTION,
     JSON_OPTION,
     SITE_OPTION,
+    Seconds,
+    UtcDate,
     echo_json,
     ledger_option,
     reports_errors,
 )
 from hpcbridge.cli.workflow import LEDGER_OPTION, STATE_DIR_OPTION
+from hpcbridge.jobs.units import format_duration
+
+if TYPE_CHECKING:
+    from hpcbridge.policy.deadlines import Escalation
+    from hpcbridge.policy.rerank import RerankResult
 
 
 @click.group()
@@ -139,6 +149,14 @@ def _set_on_workflow(
 @click.option(
     "--bottom", type=click.IntRange(min=0), default=1, show_default=True, help="Scenarios lowered."
 )
+@click.option("--watch", is_flag=True, help="Keep running: rerank whenever a metric file changes.")
+@click.option(
+    "--interval",
+    type=Seconds(least=0.1, most=86_400),
+    default=1.0,
+    show_default=True,
+    help="With --watch: seconds between looks at the metric files.",
+)
 @JOBS_OR_WORKFLOW_SITE_OPTION
 @STATE_DIR_OPTION
 @ledger_option(
@@ -154,6 +172,8 @@ def priority_rerank(
     minimize: bool,
     top: int,
     bottom: int,
+    watch: bool,
+    interval: float,
     site: str | None,
     state_dir: str | None,
     ledger_url: str | None,
@@ -163,27 +183,38 @@ def priority_rerank(
     the highest level, of the weakest to the lowest, of the rest to the default."""
     from hpcbridge.cli.workflow import open_recorded
     from hpcbridge.ledger.store import Ledger
-    from hpcbridge.workflows.campaign import campaign_records, rerank_campaign
+    from hpcbridge.workflows.campaign import campaign_records, watch_campaign
     from hpcbridge.workflows.store import LedgerStore, StateFileStore, WorkflowStore
 
     with Ledger.open(ledger_url) as ledger:
         store: WorkflowStore = LedgerStore(ledger) if ledger_url else StateFileStore(state_dir)
         records = campaign_records(store, campaign)
         with open_recorded(records[0], site) as cluster:
-            result = rerank_campaign(
+            passes = watch_campaign(
                 cluster,
-                records,
+                store,
                 ledger,
                 campaign,
+                interval=interval,
                 metric=metric,
                 minimize=minimize,
                 top=top,
                 bottom=bottom,
             )
+            try:
+                for result in passes:
+                    _print_rerank(result, as_json=as_json)
+                    if not watch:
+                        break
+            except KeyboardInterrupt:
+                pass
+
+
+def _print_rerank(result: RerankResult, *, as_json: bool) -> None:
     if as_json:
         echo_json(
             {
-                "campaign": campaign,
+                "campaign": result.campaign,
                 "scenarios": [asdict(placement) for placement in result.placements],
                 "changes": [asdict(change) for change in result.changes],
                 "unchanged": result.unchanged,
@@ -197,3 +228,112 @@ def priority_rerank(
             f"job {change.job_id} ({change.scenario}): {change.old_level} -> {change.new_level}"
         )
     click.echo(f"{len(result.changes)} queued jobs moved, {len(result.unchanged)} already in place")
+
+
+@priority.command("deadline")
+@click.argument("account")
+@click.argument("due", type=UtcDate(), required=False)
+@click.option("--clear", is_flag=True, help="Remove the account's deadline set here.")
+@SITE_OPTION
+@ledger_option("Keep the deadline in this ledger", "the private ledger")
+@JSON_OPTION
+@reports_errors
+def priority_deadline(
+    account: str,
+    due: datetime | None,
+    *,
+    clear: bool,
+    site: str,
+    ledger_url: str | None,
+    as_json: bool,
+) -> None:
+    """Set ACCOUNT's deadline to DUE (UTC), or --clear it, and move its queued jobs now."""
+    from hpcbridge.cluster import Cluster
+    from hpcbridge.ledger.store import Ledger
+    from hpcbridge.policy.deadlines import move_deadline
+
+    if (due is None) == (not clear):
+        raise click.UsageError("give DUE or --clear, not both and not neither")
+    started = time.perf_counter()
+    with Ledger.open(ledger_url) as ledger, Cluster.from_site(site) as cluster:
+        escalation = move_deadline(cluster, ledger, account, due)
+    _print_escalation(escalation, as_json=as_json, seconds=time.perf_counter() - started)
+
+
+@priority.command("deadlines")
+@click.option("--apply", is_flag=True, help="Move queued jobs to the levels shown.")
+@click.option(
+    "--watch",
+    type=Seconds(least=1, most=86_400),
+    help="Apply now and again every this many seconds, until interrupted.",
+)
+@SITE_OPTION
+@ledger_option("Read deadlines from, and record changes in, this ledger", "the private ledger")
+@JSON_OPTION
+@reports_errors
+def priority_deadlines(
+    *, apply: bool, watch: float | None, site: str, ledger_url: str | None, as_json: bool
+) -> None:
+    """Every account with a deadline: time left, predicted remaining work, slack, and the
+    level its queued jobs get (applied with --apply or --watch; cron-safe)."""
+    from hpcbridge.cluster import Cluster
+    from hpcbridge.ledger.store import Ledger
+    from hpcbridge.policy.deadlines import escalate
+
+    with Ledger.open(ledger_url) as ledger, Cluster.from_site(site) as cluster:
+        try:
+            while True:
+                started = time.perf_counter()
+                escalation = escalate(cluster, ledger, apply=apply or watch is not None)
+                seconds = time.perf_counter() - started
+                _print_escalation(escalation, as_json=as_json, seconds=seconds)
+                if watch is None:
+                    return
+                time.sleep(watch)
+        except KeyboardInterrupt:
+            pass
+
+
+def _print_escalation(escalation: Escalation, *, as_json: bool, seconds: float) -> None:
+    if as_json:
+        echo_json(
+            {
+                "accounts": [
+                    {**asdict(slack), "due": slack.due and slack.due.isoformat()}
+                    for slack in escalation.slacks
+                ],
+                "changes": [asdict(change) for change in escalation.changes],
+                "unchanged": escalation.unchanged,
+                "seconds": round(seconds, 3),
+            },
+        )
+        return
+    for slack in escalation.slacks:
+        if slack.due is None:
+            click.echo(f"{slack.account}: no deadline")
+            continue
+        line = (
+            f"{slack.account}: due {slack.due:%Y-%m-%d %H:%M} UTC, "
+            f"time left {_duration(slack.time_left_s)}, "
+            f"remaining work {_duration(slack.remaining_s)} ({slack.running} running, "
+            f"{slack.queued} queued), slack {_duration(slack.slack_s)}: "
+            f"{slack.level or 'no raise'}"
+        )
+        click.echo(line)
+        if slack.unpredicted:
+            click.echo(
+                f"  not counted (no time limit and no finished runs to predict from): "
+                f"{' '.join(slack.unpredicted)}"
+            )
+    for change in escalation.changes:
+        click.echo(
+            f"job {change.job_id}: {change.old_level} -> {change.new_level} ({change.reason})"
+        )
+    click.echo(
+        f"{len(escalation.changes)} queued jobs moved, {len(escalation.unchanged)} already in "
+        f"place ({seconds:.2f} s)"
+    )
+
+
+def _duration(seconds: int) -> str:
+    return ("-" if seconds < 0 else "") + format_duration(abs(seconds))

@@ -239,11 +239,13 @@ class WorkflowState(Base):
 
 
 class PriorityChange(Base):
-    """One queued job moved to another priority level by ``priority rerank``: who, when, why.
+    """One queued job moved to another priority level: who, when, why, and by what ``cause``
+    (``rerank`` of a campaign's scenario, or a project ``deadline`` approaching).
 
     The latest row of a job is its level as hpcbridge last set it, so the next rerank knows
     what it is changing from without asking the scheduler (which shows a QOS and a nice
-    value, not the level they stand for).
+    value, not the level they stand for), and a deadline that moves away can give back the
+    level a job had before the deadline raised it.
     """
 
     __tablename__ = "priority_changes"
@@ -254,8 +256,22 @@ class PriorityChange(Base):
     changed_by: Mapped[str] = mapped_column(String(128))
     cluster: Mapped[str] = mapped_column(String(128))
     job_id: Mapped[str] = mapped_column(String(64))
-    campaign: Mapped[str] = mapped_column(String(255))
-    scenario: Mapped[str] = mapped_column(String(255))
+    cause: Mapped[str] = mapped_column(String(16), server_default="rerank")
+    campaign: Mapped[str | None] = mapped_column(String(255))  # with cause rerank
+    scenario: Mapped[str | None] = mapped_column(String(255))
+    account: Mapped[str | None] = mapped_column(String(128))  # with cause deadline
     old_level: Mapped[str | None] = mapped_column(String(64))
     new_level: Mapped[str] = mapped_column(String(64))
     reason: Mapped[str] = mapped_column(Text)
+
+
+class ProjectDeadline(Base):
+    """When an account's work must be done, as set through the API or ``priority deadline``
+    (a deadline in the site config stands when the ledger has none for the account)."""
+
+    __tablename__ = "project_deadlines"
+
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    due: Mapped[datetime] = mapped_column(UtcTime)
+    set_at: Mapped[datetime] = mapped_column(UtcTime)
+    set_by: Mapped[str] = mapped_column(String(128))

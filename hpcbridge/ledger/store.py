@@ -17,7 +17,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Insert, bindparam, create_engine, event, select
+from sqlalchemy import Connection, Engine, Insert, bindparam, create_engine, delete, event, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -25,7 +25,15 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from hpcbridge.errors import LedgerError
 from hpcbridge.jobs.records import AttemptRecord
 from hpcbridge.ledger import rollup
-from hpcbridge.ledger.schema import Account, Allocation, Cluster, JobAttempt, SyncWatermark, User
+from hpcbridge.ledger.schema import (
+    Account,
+    Allocation,
+    Cluster,
+    JobAttempt,
+    ProjectDeadline,
+    SyncWatermark,
+    User,
+)
 
 BATCH_SIZE = 5000
 _NATURAL_KEY = ("cluster_id", "job_id", "array_index", "attempt")
@@ -225,6 +233,22 @@ class Ledger:
             }
             table = Allocation.__table__
             connection.execute(self._upsert(table, ("account_id", "starts"), list(row)[2:]), row)
+
+    def set_deadline(self, account: str, due: datetime | None, *, who: str) -> None:
+        """Record (or replace; with None, clear) when an account's work is due."""
+        with self.transaction() as connection:
+            if due is None:
+                ids = select(Account.id).where(Account.name == account).scalar_subquery()
+                connection.execute(delete(ProjectDeadline).where(ProjectDeadline.account_id == ids))
+                return
+            row = {
+                "account_id": self._name_ids(connection, Account, {account})[account],
+                "due": due,
+                "set_at": datetime.now(UTC),
+                "set_by": who,
+            }
+            table = ProjectDeadline.__table__
+            connection.execute(self._upsert(table, ("account_id",), list(row)[1:]), row)
 
     def _upsert(self, table: Any, key: Sequence[str], updated: Sequence[str]) -> Insert:
         statement = _dialect_insert(self.engine)(table)

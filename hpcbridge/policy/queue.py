@@ -20,8 +20,24 @@ from hpcbridge.jobs.units import is_decimal, parse_duration
 
 # squeue(1) -o: %i id, %a account, %u user, %T state, %r reason, %C CPUs (requested while
 # pending, allocated once running), %D nodes, %b GRES per node ("gres:gpu:a100:2"), %L time
-# left (the limit while pending; UNLIMITED or NOT_SET without one).
-_SQUEUE_FORMAT = ("%i", "%a", "%u", "%T", "%r", "%C", "%D", "%b", "%L")
+# left (the limit while pending; UNLIMITED or NOT_SET without one), %l time limit, %M time
+# used, %q QOS, %y nice, %j name (last: the one free-text field).
+_SQUEUE_FORMAT = (
+    "%i",
+    "%a",
+    "%u",
+    "%T",
+    "%r",
+    "%C",
+    "%D",
+    "%b",
+    "%L",
+    "%l",
+    "%M",
+    "%q",
+    "%y",
+    "%j",
+)
 _SEPARATOR = "\x1f"
 # Jobs that may still use time; COMPLETING ones have ended.
 _SQUEUE_STATES = "PENDING,RUNNING,SUSPENDED,CONFIGURING,REQUEUED"
@@ -43,6 +59,11 @@ class QueuedJob:
     cores: int
     gpus: int
     seconds_left: int | None  # None: no time limit, so no bound
+    name: str | None = None
+    limit_s: int | None = None  # the walltime asked for (None: none)
+    used_s: int = 0  # run so far
+    qos: str | None = None  # the priority knobs it has now (PBS: nice is -Priority)
+    nice: int | None = None
 
     @property
     def held(self) -> bool:
@@ -90,7 +111,8 @@ def parse_squeue_queue(stdout: str) -> list[QueuedJob]:
         fields = [field.strip() for field in line.split(_SEPARATOR)]
         if len(fields) != len(_SQUEUE_FORMAT):
             raise SchedulerError(f"expected {len(_SQUEUE_FORMAT)} fields from squeue: {line!r}")
-        job_id, account, user, state, reason, cpus, nodes, gres, left = fields
+        job_id, account, user, state, reason, cpus, nodes, gres, left = fields[:9]
+        limit, used, qos, nice, name = fields[9:]
         jobs.append(
             QueuedJob(
                 job_id=job_id,
@@ -101,6 +123,11 @@ def parse_squeue_queue(stdout: str) -> list[QueuedJob]:
                 cores=int(cpus) if is_decimal(cpus) else 0,
                 gpus=_gres_gpus(gres) * (int(nodes) if is_decimal(nodes) else 1),
                 seconds_left=_slurm_seconds(left),
+                name=name or None,
+                limit_s=_slurm_seconds(limit),
+                used_s=_slurm_seconds(used) or 0,
+                qos=qos or None,
+                nice=_integer(nice),
             )
         )
     return jobs
@@ -132,6 +159,7 @@ def _pbs_job(
     limit = parse.duration_seconds(attributes.get("Resource_List.walltime"))
     used = parse.duration_seconds(attributes.get("resources_used.walltime")) or 0
     info = parse.job_info(job_id, attributes)
+    priority = _integer(str(attributes.get("Priority", "")))
     return QueuedJob(
         job_id=job_id,
         account=account,
@@ -141,6 +169,10 @@ def _pbs_job(
         cores=parse.as_int(attributes.get("Resource_List.ncpus")) or 0,
         gpus=parse.as_int(attributes.get("Resource_List.ngpus")) or 0,
         seconds_left=None if limit is None else max(0, limit - used),
+        name=str(attributes.get("Job_Name", "")) or None,
+        limit_s=limit,
+        used_s=used,
+        nice=None if priority is None else -priority,
     )
 
 
@@ -168,5 +200,13 @@ def _slurm_seconds(text: str) -> int | None:
     """squeue's %L ("10:00", "1-00:00:00"); None for UNLIMITED, NOT_SET and the like."""
     try:
         return parse_duration(text) if text[:1].isdigit() else None
+    except ValueError:
+        return None
+
+
+def _integer(text: str) -> int | None:
+    """squeue's %y or PBS's Priority, signed; None when absent."""
+    try:
+        return int(text)
     except ValueError:
         return None

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpcbridge.errors import SpecError
+from hpcbridge.policy.levels import LevelChange, apply_changes, recorded_changes
 
 if TYPE_CHECKING:
     from hpcbridge.cluster import Cluster
@@ -45,23 +46,12 @@ class Placement:
 
 
 @dataclass(frozen=True)
-class Change:
-    """One queued job moved from one level to another (None: the job had no level)."""
-
-    job_id: str
-    scenario: str
-    old_level: str | None
-    new_level: str
-    reason: str
-
-
-@dataclass(frozen=True)
 class RerankResult:
     """What a rerank decided and did."""
 
     campaign: str
     placements: list[Placement]
-    changes: list[Change]
+    changes: list[LevelChange]
     unchanged: list[str]  # queued jobs already at their scenario's level
 
 
@@ -178,11 +168,6 @@ def rerank(
     are touched, with one ``set_priority`` call per level; the changes made are recorded
     even when a later call fails.
     """
-    from sqlalchemy import insert
-
-    from hpcbridge.ledger.schema import PriorityChange
-    from hpcbridge.policy.budget import submitting_user
-
     site = cluster.site
     middle = middle_level(site.priorities, site.name)
     levels = list(site.priorities.levels)
@@ -199,7 +184,7 @@ def rerank(
     cluster_name = site.cluster_name or site.name
     job_ids = [job for jobs in queued.values() for job in jobs]
     current = {**(own_levels or {}), **recorded_levels(ledger, cluster_name, job_ids)}
-    wanted: dict[str, list[Change]] = {}
+    wanted = []
     unchanged = []
     for placement in placements:
         if placement.level is None:
@@ -209,49 +194,21 @@ def rerank(
             if old == placement.level:
                 unchanged.append(job)
                 continue
-            change = Change(job, placement.scenario, old, placement.level, placement.reason)
-            wanted.setdefault(placement.level, []).append(change)
-    done: list[Change] = []
-    moment = now or datetime.now(UTC)
-    who = submitting_user(site)
-    try:
-        for level in reversed(levels):  # the promising scenarios' jobs move first
-            if level in wanted:
-                cluster.set_priority([change.job_id for change in wanted[level]], level)
-                done += wanted[level]
-    finally:
-        if done:
-            rows = [
-                {
-                    "changed_at": moment,
-                    "changed_by": who,
-                    "cluster": cluster_name,
-                    "job_id": change.job_id,
-                    "campaign": campaign,
-                    "scenario": change.scenario,
-                    "old_level": change.old_level,
-                    "new_level": change.new_level,
-                    "reason": change.reason,
-                }
-                for change in done
-            ]
-            with ledger.transaction() as connection:
-                connection.execute(insert(PriorityChange), rows)
+            wanted.append(
+                LevelChange(
+                    job,
+                    old,
+                    placement.level,
+                    placement.reason,
+                    "rerank",
+                    campaign=campaign,
+                    scenario=placement.scenario,
+                )
+            )
+    done = apply_changes(cluster, ledger, wanted, now=now or datetime.now(UTC))
     return RerankResult(campaign, placements, done, unchanged)
 
 
 def recorded_levels(ledger: Ledger, cluster: str, job_ids: Sequence[str]) -> dict[str, str]:
     """Each job's level as the ledger last recorded it (jobs never moved are left out)."""
-    from sqlalchemy import select
-
-    from hpcbridge.ledger.schema import PriorityChange
-
-    if not job_ids:
-        return {}
-    query = (
-        select(PriorityChange.job_id, PriorityChange.new_level)
-        .where(PriorityChange.cluster == cluster, PriorityChange.job_id.in_(job_ids))
-        .order_by(PriorityChange.changed_at, PriorityChange.id)
-    )
-    with ledger.transaction(read_only=True) as connection:
-        return {job: level for job, level in connection.execute(query)}
+    return {job: new for job, _, _, new in recorded_changes(ledger, cluster, job_ids)}

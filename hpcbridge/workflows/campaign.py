@@ -8,6 +8,8 @@ level each was submitted at, and its metric file.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -106,3 +108,58 @@ def rerank_campaign(
         top=top,
         bottom=bottom,
     )
+
+
+def watch_campaign(
+    cluster: Cluster,
+    store: WorkflowStore,
+    ledger: Ledger,
+    campaign: str,
+    *,
+    interval: float = 1.0,
+    metric: str = "score",
+    scorer: Scorer | None = None,
+    minimize: bool = False,
+    top: int = 1,
+    bottom: int = 1,
+) -> Iterator[RerankResult]:
+    """Rerank now, then again each time a scenario's metric file changes (or a scenario
+    joins), looking every ``interval`` seconds; runs until the caller stops iterating.
+
+    Metric files are polled, not watched with inotify: the jobs writing them run on compute
+    nodes, and a shared filesystem tells the login node nothing of their writes.
+    """
+    seen: tuple[tuple[str, int, int], ...] | None = None
+    while True:
+        records = campaign_records(store, campaign)
+        current = _metric_signature(records)
+        if current != seen:
+            seen = current
+            yield rerank_campaign(
+                cluster,
+                records,
+                ledger,
+                campaign,
+                metric=metric,
+                scorer=scorer,
+                minimize=minimize,
+                top=top,
+                bottom=bottom,
+            )
+        time.sleep(interval)
+
+
+def _metric_signature(records: list[WorkflowRecord]) -> tuple[tuple[str, int, int], ...]:
+    """Each metric file with its modification time and size (0, 0: not written yet)."""
+    found = []
+    for record in records:
+        if record.workflow.campaign is None:
+            continue
+        path = record.workflow.campaign.metrics
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            found.append((str(path), 0, 0))
+        else:
+            found.append((str(path), stat.st_mtime_ns, stat.st_size))
+    return tuple(sorted(found))

@@ -1,9 +1,12 @@
-"""``hpcbridge priority levels|set`` on the PBS emulator: a workflow's queued stages move to a
-level with qalter -p, its running stage keeps its own."""
+"""``hpcbridge priority levels|set|deadline|deadlines`` on the PBS emulator: a workflow's queued
+stages move to a level with qalter -p, its running stage keeps its own; an account's deadline
+raises its queued jobs and gives them back."""
 
 from __future__ import annotations
 
 import json
+import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -11,7 +14,9 @@ import yaml
 from click.testing import CliRunner
 from pbs_plugin import PbsEmulator
 
+from hpcbridge import Cluster
 from hpcbridge.cli.main import main
+from hpcbridge.resources import data_dir
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -21,7 +26,10 @@ def runner(pbs_emulator: PbsEmulator, tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.chdir(tmp_path)  # PBS writes its .o files to the submission folder
     for variable in ("HPCBRIDGE_SITE", "HPCBRIDGE_LEDGER", "HPCBRIDGE_WORKFLOW_DIR"):
         monkeypatch.delenv(variable, raising=False)
-    return CliRunner(env={"XDG_STATE_HOME": str(tmp_path / "state")})
+    # Workflow state files and the private ledger of this test alone.
+    return CliRunner(
+        env={"XDG_STATE_HOME": str(tmp_path / "state"), "XDG_DATA_HOME": str(tmp_path / "data")}
+    )
 
 
 def hpcbridge(runner: CliRunner, *argv: str, code: int = 0) -> str:
@@ -68,3 +76,54 @@ def test_a_workflows_queued_stages_move_to_a_level(
     )
     assert "nope not in workflow" in unknown
     hpcbridge(runner, "cancel", *jobs.values(), "--site", "test-pbs")
+
+
+def test_a_site_deadline_raises_queued_jobs_with_qalter_and_a_ledger_deadline_overrides_it(
+    runner: CliRunner, pbs_emulator: PbsEmulator, tmp_path: Path
+) -> None:
+    due = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0)
+    site = yaml.safe_load((data_dir("site_configs") / "test-pbs.yaml").read_text())
+    site["priorities"]["deadlines"] = {"chemistry": due.isoformat()}
+    site_file = tmp_path / "deadline-pbs.yaml"
+    site_file.write_text(yaml.safe_dump(site, sort_keys=False))  # levels are lowest first
+    spec = {"command": "true", "workdir": str(tmp_path), "account": "chemistry", "hold": True}
+    with Cluster.from_site(site_file) as cluster:
+        jobs = [
+            cluster.submit({**spec, "name": name, "resources": {"walltime": "30:00"}})
+            for name in ("a", "b")
+        ]
+
+    def priorities() -> list[object]:
+        return [pbs_emulator.job(job)["Priority"] for job in jobs]  # type: ignore[index]
+
+    shown = json.loads(
+        hpcbridge(runner, "priority", "deadlines", "--site", str(site_file), "--json")
+    )
+    [slack] = shown["accounts"]
+    assert (slack["account"], slack["due"], slack["level"]) == (
+        "chemistry",
+        due.isoformat(),
+        "high",
+    )
+    assert slack["remaining_s"] == 1800, shown  # half of each 30 min request, one after the other
+    assert sorted(change["job_id"] for change in shown["changes"]) == sorted(jobs)
+    assert priorities() == [0, 0]  # shown, not applied
+
+    applied = hpcbridge(runner, "priority", "deadlines", "--apply", "--site", str(site_file))
+    line = (
+        r"chemistry: due .* UTC, time left 00:5\d:\d\d, remaining work 00:30:00 "
+        r"\(0 running, 2 queued\), slack 00:[0-3]\d:\d\d: high"
+    )
+    assert re.search(line, applied), applied
+    assert "2 queued jobs moved" in applied
+    assert priorities() == [500, 500]
+
+    later = f"{due + timedelta(days=60):%Y-%m-%dT%H:%M:%S}"
+    moved = hpcbridge(runner, "priority", "deadline", "chemistry", later, "--site", str(site_file))
+    assert "2 queued jobs moved" in moved
+    assert priorities() == [0, 0]
+
+    # Cleared from the ledger, the site's deadline stands again.
+    hpcbridge(runner, "priority", "deadline", "chemistry", "--clear", "--site", str(site_file))
+    assert priorities() == [500, 500]
+    hpcbridge(runner, "cancel", *jobs, "--site", str(site_file))

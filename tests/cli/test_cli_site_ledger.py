@@ -62,6 +62,8 @@ EXPECTED = {
     ("priority", "levels"): CLUSTER,
     ("priority", "set"): CLUSTER_AND_LEDGER,  # jobs, or a workflow's record
     ("priority", "rerank"): CLUSTER_AND_LEDGER,  # a campaign's records; changes in the ledger
+    ("priority", "deadline"): CLUSTER_AND_LEDGER,  # the deadline kept in the ledger
+    ("priority", "deadlines"): CLUSTER_AND_LEDGER,
     ("budget", "show"): CLUSTER_AND_LEDGER,  # the queue's commitments, the ledger's usage
     ("budget", "release"): CLUSTER_AND_LEDGER,
     ("budget", "sync"): CLUSTER_AND_LEDGER,  # limits from the ledger's allocations

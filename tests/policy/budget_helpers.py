@@ -54,8 +54,9 @@ def record_usage(
     )
 
 
-def slurm_account(name: str) -> str:
-    """A Slurm account (with root's association) only this test uses; created if missing."""
+def slurm_account(name: str, qos: str = "normal") -> str:
+    """A Slurm account (with root's association, allowed ``qos``) only this test uses;
+    created if missing."""
     existing = subprocess.run(
         ["sacctmgr", "-n", "-P", "show", "assoc", "where", f"account={name}", "format=user"],
         capture_output=True,
@@ -69,7 +70,7 @@ def slurm_account(name: str) -> str:
             check=False,
         )
         subprocess.run(
-            ["sacctmgr", "-i", "add", "user", "root", f"account={name}"],
+            ["sacctmgr", "-i", "add", "user", "root", f"account={name}", f"qos={qos}"],
             capture_output=True,
             check=True,
         )

@@ -1,6 +1,7 @@
 """Scenario priority from results without a scheduler: the ranking, the scoring from metric
 files, which jobs move with which scontrol call, what the ledger records (SQLite and
-PostgreSQL), upgrading a ledger from 0004, and finding a campaign's workflow records."""
+PostgreSQL), upgrading a ledger from 0004, finding a campaign's workflow records, and
+reranking again when a metric file changes."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from hpcbridge.policy.rerank import (
 from hpcbridge.resources import data_dir
 from hpcbridge.site import PriorityOptions, SiteConfig
 from hpcbridge.transports.fake import FakeTransport
+from hpcbridge.workflows.campaign import watch_campaign
 from hpcbridge.workflows.model import Workflow
 from hpcbridge.workflows.store import LedgerStore, StateFileStore, WorkflowRecord, WorkflowStore
 
@@ -311,3 +313,32 @@ def test_a_campaign_tag_is_validated_and_reaches_each_stages_environment() -> No
         "HPCBRIDGE_CAMPAIGN": "c",
         "HPCBRIDGE_SCENARIO": "s",
     }
+
+
+def test_watching_a_campaign_reranks_when_a_metric_file_changes(
+    tmp_path: Path, ledger: Ledger
+) -> None:
+    store = StateFileStore(tmp_path / "workflows")
+    for name in ("early", "late"):
+        data = {
+            "name": name,
+            "stages": [{"name": "run", "command": "true"}],
+            "campaign": {"name": "sweep", "scenario": name, "metrics": str(tmp_path / name)},
+        }
+        store.save(WorkflowRecord.new(Workflow.parse(data), "test-slurm"))
+    cluster = Cluster(SITE, transport=Scontrol().transport)
+    passes = watch_campaign(
+        cluster, store, ledger, "sweep", interval=0.01, metric="loss", minimize=True
+    )
+
+    def ranked() -> dict[str, int | None]:
+        return {p.scenario: p.rank for p in next(passes).placements}
+
+    assert ranked() == {"early": None, "late": None}  # at once, before any result
+    (tmp_path / "late").write_text('{"loss": 0.5}\n')
+    assert ranked() == {"late": 1, "early": None}
+    (tmp_path / "early").write_text('{"loss": 0.2}\n')
+    assert ranked() == {"early": 1, "late": 2}
+    with (tmp_path / "late").open("a") as metrics:
+        metrics.write('{"loss": 0.1}\n')
+    assert ranked() == {"late": 1, "early": 2}
