@@ -216,6 +216,9 @@ def _print_evaluation(result: Evaluation) -> None:
             f"per {level}: the model's median APE (h=1) beats last month's in {wins} of "
             f"{groups} scored {level}s, ties in {ties}"
         )
+    for key, used in result.chosen.items():
+        methods = ", ".join(f"{name} {origins}" for name, origins in used.items())
+        click.echo(f"model at each origin, {key}: {methods}")
     click.echo("targets:")
     for target in result.targets:
         verdict = "met" if target.met else "NOT met"

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from hpcbridge.errors import ForecastError
 from hpcbridge.forecast.arrays import Bools, Floats, Ints, np
-from hpcbridge.forecast.combine import combined
+from hpcbridge.forecast.combine import BASELINES, combined
 from hpcbridge.forecast.model import SCORED_MEAN, forecast
 from hpcbridge.forecast.monthly import add_months, first_full_month, job_series, month_start
 from hpcbridge.forecast.runtime import FINISHED_STATES, FinishedJob, RuntimeHistory
@@ -99,6 +99,7 @@ class Evaluation:
     groups: list[Score] = field(default_factory=list)
     runtime: list[Score] = field(default_factory=list)
     targets: list[Target] = field(default_factory=list)
+    chosen: dict[str, dict[str, int]] = field(default_factory=dict)  # "account h=1": origins
     seconds: float = 0.0  # scoring
     read_seconds: float = 0.0  # parsing the trace, set by whoever read it
 
@@ -172,11 +173,12 @@ def evaluate(
             groups=len(names),
             bounds=bounds,
         )
-        pooled, per_group = _score_usage(
+        pooled, per_group, chosen = _score_usage(
             level, names, series_at, bounds, warmup=warmup, horizons=horizons
         )
         result.usage += pooled
         result.groups += per_group
+        result.chosen |= chosen
     result.runtime = _score_runtime(jobs)
     result.targets = targets(result)
     result.seconds = time.perf_counter() - started
@@ -196,12 +198,6 @@ def month_bounds(jobs: TraceJobs) -> Floats:
     return np.array([edge.timestamp() for edge in edges])
 
 
-_BASELINES: dict[str, Callable[[Floats], Floats]] = {
-    "last month": lambda seen: seen[:, -1],
-    "mean of last 3": lambda seen: seen[:, -3:].mean(axis=1),
-}
-
-
 def _score_usage(
     level: str,
     names: tuple[str | None, ...],
@@ -210,12 +206,13 @@ def _score_usage(
     *,
     warmup: int,
     horizons: tuple[int, ...],
-) -> tuple[list[Score], list[Score]]:
-    """Scores pooled over the level's groups, and each group's own (model and last month,
-    one month ahead)."""
+) -> tuple[list[Score], list[Score], dict[str, dict[str, int]]]:
+    """Scores pooled over the level's groups, each group's own (model and last month, one
+    month ahead), and at how many origins the model used each method."""
     months = len(bounds) - 1
     actual_all = series_at(origin=float(bounds[-1]))
     collected: dict[tuple[str, int], list[Floats]] = {}
+    chosen: dict[str, dict[str, int]] = {}
     for origin in range(warmup, months):
         seen = series_at(origin=float(bounds[origin]))[:, :origin]  # months before the origin only
         scored = seen.mean(axis=1) > SCORED_MEAN if level != "machine" else np.ones(1, bool)
@@ -226,11 +223,13 @@ def _score_usage(
                 continue
             actual = actual_all[scored, origin + horizon - 1]
             model = combined(seen, horizon, pool_min_mean=SCORED_MEAN)
+            used = chosen.setdefault(f"{level} h={horizon}", {})
+            used[model.method] = used.get(model.method, 0) + 1
             level_model = forecast(seen, horizon, pool_min_mean=SCORED_MEAN)
             rows = [
                 ("model", model.point, model.low, model.high),
                 ("smoothed level", level_model.point, level_model.low, level_model.high),
-            ] + [(name, method(seen), None, None) for name, method in _BASELINES.items()]
+            ] + [(name, method(seen), None, None) for name, method in BASELINES.items()]
             for name, point, low, high in rows:
                 columns = [np.flatnonzero(scored).astype(float), point[scored], actual]
                 if low is not None and high is not None:
@@ -245,7 +244,7 @@ def _score_usage(
             for row in np.unique(table[:, 0]):
                 rows = table[table[:, 0] == row]
                 per_group.append(_scored_rows(level, name, horizon, rows, names[int(row)]))
-    return scores, per_group
+    return scores, per_group, chosen
 
 
 _PER_GROUP = ("model", "last month")

@@ -81,13 +81,14 @@ _Factors = tuple[float, float, float]  # (point, low, high) multipliers of the l
 
 @dataclass(frozen=True)
 class Forecast:
-    """Per group (rows of the history): point forecast and 80% interval for one month, and
-    the smoothing constant of the level they scale."""
+    """Per group (rows of the history): point forecast and 80% interval for one month, the
+    smoothing constant of the level they scale, and the method that made the point."""
 
     point: Floats
     low: Floats
     high: Floats
     alpha: float = ALPHA
+    method: str = "smoothed level"  # what made the point (hpcbridge.forecast.combine)
 
 
 def level(history: Floats, alpha: float = ALPHA) -> Floats:

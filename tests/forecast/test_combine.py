@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hpcbridge.forecast.combine import combined, month_steps, point, replayed_ratios
+from hpcbridge.forecast.combine import BASELINES, combined, month_steps, point, replay
 from hpcbridge.forecast.model import MIN_MONTHS, forecast, interval_factors
 
 
@@ -14,23 +14,52 @@ def test_point_is_the_mean_of_the_level_model_and_last_month() -> None:
     generator = np.random.default_rng(4)
     history = 3000 * generator.lognormal(0, 0.5, size=(50, 9))
     history[:5, -3:] = 0.0  # five groups idle for the last three months
-    result = combined(history, 1, pool_min_mean=1000)
-    model = forecast(history, 1, pool_min_mean=1000)
-    assert np.allclose(result.point, (model.point + history[:, -1]) / 2)
-    assert result.point[:5].tolist() == [0.0] * 5  # idle stays nothing: exact if it is
-    assert np.all(result.high[:5] > 0)  # ... while a return stays inside the interval
+    mean, model = point(history, 1, 1000)
+    assert np.allclose(mean, (forecast(history, 1, pool_min_mean=1000).point + history[:, -1]) / 2)
+    assert mean[:5].tolist() == [0.0] * 5  # idle stays nothing: exact if it is
+    assert np.all(model.high[:5] > 0)  # ... while a return stays inside the interval
 
 
-def test_interval_comes_from_errors_replayed_before_the_origin_only() -> None:
+def test_a_baseline_closer_in_most_replayed_forecasts_is_used_instead() -> None:
+    generator = np.random.default_rng(8)
+    # One machine, busy and quiet in turn: last month is always the wrong half.
+    scatter = 50_000 * np.tile([1.0, 0.5], 10)[None, :] * generator.lognormal(0, 0.05, (1, 20))
+    assert combined(scatter, 1, pool_min_mean=1000).method == "mean of last 3"
+    walk = 5000 * np.exp(np.cumsum(generator.normal(0, 0.3, size=(60, 10)), axis=1))
+    assert combined(walk, 1, pool_min_mean=1000).method == "last month"  # a random walk
+    growth = np.outer(np.linspace(1, 3, 30), 1000 * 1.1 ** np.arange(12))  # steady growth
+    assert combined(growth, 1, pool_min_mean=1000).method == "combined"
+    for history in (scatter, walk, growth, 5000 * generator.lognormal(0, 0.6, size=(40, 10))):
+        # By hand, each forecast from its own prefix of months only.
+        closer = {name: [] for name in BASELINES}
+        for origin in range(MIN_MONTHS, history.shape[1]):
+            seen, actual = history[:, :origin], history[:, origin]
+            own = np.abs(point(seen, 1, 1000)[0] - actual)
+            for name, baseline in BASELINES.items():
+                closer[name].extend(np.abs(baseline(seen) - actual) < own)
+        share = {name: float(np.mean(wins)) for name, wins in closer.items()}
+        best = max(share, key=lambda name: share[name])
+        expected = best if share[best] > 0.5 else "combined"
+        assert combined(history, 1, pool_min_mean=1000).method == expected
+
+
+def test_interval_comes_from_the_used_forecasts_errors_replayed_before_the_origin() -> None:
     generator = np.random.default_rng(8)
     history = 5000 * generator.lognormal(0, 0.4, size=(30, 10))
-    by_hand = []
-    for origin in range(MIN_MONTHS, 10):  # months 1..origin seen, month origin + 1 the target
-        forecasts, _ = point(history[:, :origin], 1, 1000)
-        by_hand.append(history[:, origin] / forecasts)
-    assert np.allclose(replayed_ratios(history, 1, 1000), np.concatenate(by_hand))
-    _, low, high = interval_factors(np.concatenate(by_hand))
     result = combined(history, 1, pool_min_mean=1000)
+    forecasts, actual = replay(history, 1, 1000)
+    used = forecasts[result.method]
+    by_hand = [
+        history[:, origin]
+        / (
+            point(history[:, :origin], 1, 1000)[0]
+            if result.method == "combined"
+            else BASELINES[result.method](history[:, :origin])
+        )
+        for origin in range(MIN_MONTHS, 10)
+    ]
+    assert np.allclose(actual / used, np.concatenate(by_hand))
+    _, low, high = interval_factors(np.concatenate(by_hand))
     assert np.allclose(result.low, result.point * low)
     assert np.allclose(result.high, result.point * high)
 

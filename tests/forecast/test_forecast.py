@@ -365,6 +365,7 @@ def test_harness_end_to_end_on_a_synthetic_trace(tmp_path: Path) -> None:
     assert len(data["targets"]) == 5
     machine = next(s for s in data["usage"] if s["level"] == "machine" and s["horizon"] == 1)
     assert machine["count"] == 7  # origins after the 3-month warm-up
+    assert sum(data["chosen"]["machine h=1"].values()) == 7  # what the model used at each
     table = CliRunner().invoke(main, ["forecast", "evaluate", str(trace)])
     assert "machine" in table.output
     assert "targets:" in table.output
