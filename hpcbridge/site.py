@@ -275,6 +275,30 @@ class LedgerOptions(_Config):
         return name
 
 
+class ClientShare(_Config):
+    """A client's (an account's) guaranteed ``share`` of the cluster's cores, in percent; idle
+    share may be borrowed by others, and this client may use up to ``max`` percent (None: as
+    much as is idle)."""
+
+    share: float = Field(gt=0, le=100)
+    max: float | None = Field(None, gt=0, le=100)
+
+    @model_validator(mode="after")
+    def _max_covers_share(self) -> ClientShare:
+        if self.max is not None and self.max < self.share:
+            raise ValueError(f"max ({self.max:g}) is below the guaranteed share ({self.share:g})")
+        return self
+
+
+class DeadlineOptions(_Config):
+    """How a deadline is checked before submission: ``margin`` is the safety margin (a share
+    of the time to the deadline that the estimate must leave free); ``on_risk`` says whether
+    a job at risk only gets the advice of a higher level or is raised to it."""
+
+    margin: float = Field(0.10, ge=0, lt=1)
+    on_risk: Literal["warn", "raise"] = "warn"
+
+
 class SiteConfig(_Config):
     """How to drive one cluster."""
 
@@ -293,6 +317,8 @@ class SiteConfig(_Config):
     ledger: LedgerOptions = LedgerOptions()
     priorities: PriorityOptions = PriorityOptions()
     budgets: BudgetOptions = BudgetOptions()
+    deadlines: DeadlineOptions = DeadlineOptions()
+    clients: dict[Token, ClientShare] = {}
 
     @model_validator(mode="after")
     def _pbs_has_no_qos(self) -> SiteConfig:
@@ -303,6 +329,14 @@ class SiteConfig(_Config):
                         f"priorities.levels.{name}.qos: PBS has no QOS; give the level a nice "
                         "value (qsub -p is its negation)"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _shares_fit(self) -> SiteConfig:
+        total = sum(client.share for client in self.clients.values())
+        if total > 100:
+            shares = ", ".join(f"{name} {client.share:g}" for name, client in self.clients.items())
+            raise ValueError(f"clients: guaranteed shares add up to {total:g}% ({shares})")
         return self
 
     @classmethod

@@ -66,6 +66,12 @@ def test_relative_paths_are_taken_from_the_config_file(tmp_path: Path) -> None:
             "priorities.deadlines: deadlines raise levels; define levels first",
         ),
         (
+            "scheduler: slurm\nclients: {a: {share: 60}, b: {share: 50, max: 80}}\n",
+            "clients: guaranteed shares add up to 110% (a 60, b 50)",
+        ),
+        ("scheduler: slurm\nclients: {a: {share: 60, max: 50}}\n", "max (50) is below the"),
+        ("scheduler: slurm\ndeadlines: {margin: 1.5}\n", "deadlines.margin"),
+        (
             "scheduler: slurm\npriorities: {levels: {low: {}}, deadlines: "
             "{physics: '2026-12-24T00:00:00'}}\n",
             "priorities.deadlines.physics: Input should have timezone info",
