@@ -252,7 +252,11 @@ def advise(
     who = user or os.environ.get("USER") or getpass.getuser()
     with Ledger.open(ledger_url, upgrade=False) as opened:
         advice = advise_walltime(
-            opened, user=who, name=spec.name, request_s=spec.resources.walltime
+            opened,
+            user=who,
+            name=spec.name,
+            request_s=spec.resources.walltime,
+            cpus=spec.resources.ntasks * spec.resources.cpus_per_task,
         )
     if as_json:
         echo_json(_plain(asdict(advice)))

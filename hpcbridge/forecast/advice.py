@@ -49,11 +49,13 @@ def advise_walltime(
     user: str,
     name: str | None,
     request_s: int | None,
+    cpus: int | None = None,
     as_of: datetime | None = None,
 ) -> WalltimeAdvice:
-    """Predict the run time of ``user``'s job ``name`` asking for ``request_s`` seconds."""
+    """Predict the run time of ``user``'s job ``name`` asking for ``request_s`` seconds on
+    ``cpus`` processors (None: any size)."""
     history = runtime_history(ledger, user=user, as_of=as_of)
-    prediction = history.predict(user, name, request_s)
+    prediction = history.predict(user, name, request_s, cpus)
     longest = max(history.recent_runs(user, name, request_s), default=prediction.seconds)
     suggested = math.ceil(HEADROOM * longest / _QUARTER_HOUR) * _QUARTER_HOUR
     share = prediction.seconds / request_s if request_s else None
@@ -91,6 +93,7 @@ def _finished_jobs(ledger: Ledger, user: str, as_of: datetime) -> list[FinishedJ
         attempts.c.req_walltime_s,
         attempts.c.start_at,
         attempts.c.elapsed_s,
+        attempts.c.alloc_cpus,
     )
     finished = (
         select(*columns)
@@ -117,6 +120,7 @@ def _finished_jobs(ledger: Ledger, user: str, as_of: datetime) -> list[FinishedJ
             row.elapsed_s
             if row.elapsed_s is not None
             else max(0, int((row.end_at - row.start_at).total_seconds())),
+            row.alloc_cpus,
         )
         for row in ordered
     ]

@@ -292,6 +292,9 @@ def _score_runtime(jobs: TraceJobs) -> list[Score]:
     """Predict every job at its submission from the runs that had ended by then."""
     # Plain lists: the loop reads single values, where numpy scalars cost ten times more.
     start, end, finished = jobs.start.tolist(), jobs.end.tolist(), jobs.finished.tolist()
+    # Allocated processors stand for the requested ones, known at submission: in the three
+    # development traces they differ for under 1% of the scored jobs.
+    cpus = [int(c) if c > 0 else None for c in jobs.cpus.tolist()]
     requests = [None if math.isnan(r) else int(r) for r in jobs.request.tolist()]
     users = [jobs.users[u] for u in jobs.user.tolist()]
     history = RuntimeHistory()
@@ -308,7 +311,7 @@ def _score_runtime(jobs: TraceJobs) -> list[Score]:
         while ending and ending[0][0] <= submit:
             _, done = heapq.heappop(ending)
             runtime = int(end[done] - start[done])
-            history.add(FinishedJob(users[done], None, requests[done], runtime))
+            history.add(FinishedJob(users[done], None, requests[done], runtime, cpus[done]))
             last_two.setdefault(users[done], deque(maxlen=2)).append(runtime)
         runtime = end[index] - start[index]
         if not finished[index] or math.isnan(runtime):
@@ -318,7 +321,7 @@ def _score_runtime(jobs: TraceJobs) -> list[Score]:
         if runtime <= 0 or request is None:
             continue  # scored: completed runs with a request to compare the baselines against
         recent = last_two.get(users[index])
-        predicted["model"].append(history.predict(users[index], None, request).seconds)
+        predicted["model"].append(history.predict(users[index], None, request, cpus[index]).seconds)
         predicted["requested walltime"].append(request)
         predicted["last two"].append(min(request, sum(recent) / len(recent)) if recent else request)
         actual.append(runtime)

@@ -6,11 +6,13 @@ same user's same kind of job ran lately (Tsafrir, Etsion and Feitelson, "Backfil
 system-generated predictions rather than user runtime estimates", 2007), so a prediction is
 the median of the last RECENT runs that match it, most specific match first:
 
-1. the same user, job name and requested walltime;
-2. the same user: the median of the last RECENT runs' used share of their request, times
+1. the same user, job name, requested walltime and processors (a job's size changes its
+   run time: a scaling study asks for the same walltime at each size);
+2. the same user, job name and requested walltime, at any size;
+3. the same user: the median of the last RECENT runs' used share of their request, times
    this request (a user's habit of over-asking carries across job types better than their
    run times do);
-3. anyone: the median used share of the last GLOBAL_RECENT finished jobs, times the request.
+4. anyone: the median used share of the last GLOBAL_RECENT finished jobs, times the request.
 
 Every prediction is capped at the request, which the scheduler enforces. RECENT = 3 is the
 smallest window with a median that ignores one odd run; not fitted to any trace. History
@@ -45,6 +47,7 @@ class FinishedJob:
     name: str | None
     request_s: int | None
     runtime_s: int
+    cpus: int | None = None  # processors it ran on; None: not known
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,7 @@ class RuntimePrediction:
     """A predicted run time and which history it came from (``basis``)."""
 
     seconds: int
-    basis: str  # "same job", "user's share of request", "everyone's share", "request"
+    basis: str  # "same job and size", "same job", "user's share of request", "everyone's share"
     runs: int  # how many finished runs it rests on
 
 
@@ -66,9 +69,11 @@ class RuntimeHistory:
 
     def add(self, job: FinishedJob) -> None:
         """Record a job that has ended; call in order of end time."""
-        self._runs.setdefault((job.user, job.name, job.request_s), deque(maxlen=RECENT)).append(
-            job.runtime_s
-        )
+        keys: list[Hashable] = [(job.user, job.name, job.request_s)]
+        if job.cpus is not None:
+            keys.append((job.user, job.name, job.request_s, job.cpus))
+        for key in keys:
+            self._runs.setdefault(key, deque(maxlen=RECENT)).append(job.runtime_s)
         if job.request_s:
             share = min(1.0, job.runtime_s / job.request_s)
             self._shares.setdefault(job.user, deque(maxlen=RECENT)).append(share)
@@ -79,9 +84,13 @@ class RuntimeHistory:
         return list(self._runs.get((user, name, request_s), ()))
 
     def predict(
-        self, user: str | None, name: str | None, request_s: int | None
+        self, user: str | None, name: str | None, request_s: int | None, cpus: int | None = None
     ) -> RuntimePrediction:
-        """The run time to expect of a job submitted now (see the module docstring)."""
+        """The run time to expect of a job submitted now on ``cpus`` processors (None: not
+        known, so any size matches; see the module docstring)."""
+        sized = self._runs.get((user, name, request_s, cpus)) if cpus is not None else None
+        if sized:
+            return _capped(median(sized), request_s, "same job and size", len(sized))
         runs = self._runs.get((user, name, request_s))
         if runs:
             return _capped(median(runs), request_s, "same job", len(runs))

@@ -68,6 +68,18 @@ def test_history_prefers_the_same_job_then_the_users_share_then_everyones() -> N
         RuntimeHistory().predict("alice", "sim", None)
 
 
+def test_the_same_job_at_the_same_size_comes_first() -> None:
+    history = RuntimeHistory()
+    for cpus, runtime in ((64, 1000), (16, 4000), (64, 1200), (16, 4400), (64, 1100)):
+        history.add(FinishedJob("alice", "sim", 10_000, runtime, cpus))  # a scaling study
+    sized = history.predict("alice", "sim", 10_000, 64)
+    assert (sized.seconds, sized.basis, sized.runs) == (1100, "same job and size", 3)
+    assert history.predict("alice", "sim", 10_000, 16).seconds == 4200  # median of 4000, 4400
+    unseen = history.predict("alice", "sim", 10_000, 32)  # a size not run yet: any size
+    assert (unseen.seconds, unseen.basis) == (1200, "same job")  # last 3: 1200 4400 1100
+    assert history.predict("alice", "sim", 10_000).basis == "same job"  # size not given
+
+
 def test_advice_uses_only_jobs_that_ended_before_submission(ledger: Ledger) -> None:
     ledger.upsert_attempts(
         "c",
