@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import posixpath
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from hpcbridge.backends.base import Backend
-from hpcbridge.errors import ConfigError, JobNotFound, SpecError, WaitTimeout
+from hpcbridge.errors import (
+    ConfigError,
+    HpcBridgeError,
+    JobNotFound,
+    SchedulerError,
+    SpecError,
+    SubmitError,
+    TransportError,
+    WaitTimeout,
+)
+from hpcbridge.jobs import sweep
 from hpcbridge.jobs.rendering import Renderer
 from hpcbridge.jobs.spec import Dependency, JobSpec
 from hpcbridge.jobs.state import JobInfo, JobState
@@ -27,6 +38,20 @@ _MISSING_POLLS_FORGIVEN = 5
 # before slurmdbd has the end), it is polled this long for it.
 _EXIT_CODE_GRACE_S = 5.0
 _RAN_STATES = frozenset({JobState.COMPLETED, JobState.FAILED})
+
+
+@runtime_checkable
+class ArrayBackend(Protocol):
+    """What submit_many needs of a backend beyond Backend to pack jobs into arrays; one
+    without it gets one submission per job."""
+
+    def max_array_size(self) -> int | None:
+        """How many tasks one array may have (None: no limit)."""
+        ...
+
+    def array_task_id(self, array_id: str, index: int) -> str:
+        """The id of task ``index`` of array ``array_id``."""
+        ...
 
 
 def make_transport(site: SiteConfig) -> Transport:
@@ -82,6 +107,7 @@ class Cluster:
         self.backend = backend or make_backend(site, self.transport)
         self.renderer = Renderer(site.template_dir)
         self._ids_by_name: dict[str, str] = {}
+        self._max_array_size: tuple[int | None] | None = None  # asked once, when first needed
 
     @classmethod
     def from_site(cls, name_or_path: str | Path, *, transport: Transport | None = None) -> Cluster:
@@ -108,6 +134,45 @@ class Cluster:
         job_id = self.backend.submit(script, prepared, token)
         self._ids_by_name[prepared.name] = job_id
         return job_id
+
+    def submit_many(
+        self,
+        specs: Iterable[JobSpec | Mapping[str, Any]],
+        *,
+        limit: int | None = None,
+        max_array_size: int | None = None,
+    ) -> list[str]:
+        """Submit many jobs, packed into job arrays, and return one id per job, in order.
+
+        Jobs that differ only in command and environment share an array (split into arrays
+        of at most the scheduler's MaxArraySize / max_array_size, or ``max_array_size`` if
+        smaller); each gets its task's id ("12_3", "12[3].server"), whose status and exit
+        code are its own. ``limit`` caps how many tasks of each array run at once. All specs
+        are checked and every parameters file written before the first submission; if a later
+        submission fails, the error names the jobs already submitted.
+        """
+        if limit is not None and limit < 1:
+            raise SpecError(f"limit: {limit} tasks at once would run nothing; give 1 or more")
+        if max_array_size is not None and max_array_size < 1:
+            raise SpecError(f"max_array_size: {max_array_size} must be 1 or more")
+        prepared = [self._prepare(spec) for spec in specs]
+        chunks = sweep.plan(prepared, max_array_size=self._array_size(max_array_size), limit=limit)
+        staged = [self._stage(chunk) for chunk in chunks]
+        submitted: list[tuple[sweep.Chunk, str]] = []
+        for chunk, (script, token) in zip(chunks, staged, strict=True):
+            try:
+                submitted.append((chunk, self.backend.submit(script, chunk.spec, token)))
+            except HpcBridgeError as exc:
+                if not submitted:
+                    raise
+                raise _partly_submitted(exc, submitted, len(prepared)) from exc
+        self._remember_names(submitted)
+        handles = {
+            position: task_id
+            for chunk, job_id in submitted
+            for position, task_id in self._task_ids(chunk, job_id)
+        }
+        return [handles[position] for position in range(len(prepared))]
 
     def status(self, job_ids: str | Iterable[str]) -> dict[str, JobInfo]:
         """State of every job named, from one scheduler query; unknown ids raise JobNotFound."""
@@ -197,9 +262,53 @@ class Cluster:
     ) -> None:
         self.close()
 
-    def _render(self, spec: JobSpec, *, token: str | None) -> str:
+    def _render(self, spec: JobSpec, *, token: str | None, **extra: Any) -> str:
         context = self.backend.template_context(spec)
-        return self.renderer.render(self.backend.template, spec, token=token, **context)
+        return self.renderer.render(self.backend.template, spec, token=token, **context, **extra)
+
+    def _array_size(self, wanted: int | None) -> int | None:
+        """The largest array to submit: the scheduler's limit (asked once per Cluster), or
+        ``wanted`` if smaller; 1 (no arrays) for a backend that cannot pack jobs."""
+        if not isinstance(self.backend, ArrayBackend):
+            return 1
+        if self._max_array_size is None:
+            self._max_array_size = (self.backend.max_array_size(),)
+        limits = [size for size in (self._max_array_size[0], wanted) if size is not None]
+        return min(limits) if limits else None
+
+    def _stage(self, chunk: sweep.Chunk) -> tuple[str, str]:
+        """A chunk's script and token; an array's parameters file is written here, beside
+        where its tasks start (the job's workdir), through the transport."""
+        token = f"hpcbridge:{uuid.uuid4().hex}"
+        if not chunk.is_array:
+            return self._render(chunk.spec, token=token), token
+        name = f".hpcbridge-sweep-{chunk.spec.name}-{token.partition(':')[2][:12]}.sh"
+        where = posixpath.join(chunk.spec.workdir, name) if chunk.spec.workdir else name
+        script = self._render(chunk.spec, token=token, sweep_file=f"./{name}")
+        _write_file(self.transport, where, sweep.render_parameters(self.renderer, chunk.tasks))
+        return script, token
+
+    def _task_ids(self, chunk: sweep.Chunk, job_id: str) -> list[tuple[int, str]]:
+        """Each job of a chunk with its own id: the chunk's, or its array task's."""
+        if not chunk.is_array:
+            return [(chunk.positions[0], job_id)]
+        assert isinstance(self.backend, ArrayBackend)  # plan() packs only for such backends
+        return [
+            (position, self.backend.array_task_id(job_id, index))
+            for index, position in enumerate(chunk.positions)
+        ]
+
+    def _remember_names(self, submitted: Sequence[tuple[sweep.Chunk, str]]) -> None:
+        """A later depends_on may name a job of this call that was one submission (a plain
+        job, or one whole array); a name spread over several is forgotten, not half-meant."""
+        submissions: dict[str, set[str]] = {}
+        for chunk, job_id in submitted:
+            submissions.setdefault(chunk.spec.name, set()).add(job_id)
+        for name, ids in submissions.items():
+            if len(ids) == 1:
+                self._ids_by_name[name] = ids.pop()
+            else:
+                self._ids_by_name.pop(name, None)
 
     def _prepare(self, spec: JobSpec | Mapping[str, Any]) -> JobSpec:
         job = spec if isinstance(spec, JobSpec) else JobSpec.parse(spec)
@@ -229,6 +338,41 @@ class Cluster:
                 "through this Cluster"
             )
         return dependency
+
+
+def _write_file(transport: Transport, path: str, text: str) -> None:
+    """Write ``text`` to ``path`` where the transport runs commands (here, or over SSH); the
+    path is an argument of the fixed shell line, never part of it."""
+    result = transport.run(["sh", "-c", 'cat > "$1"', "hpcbridge-write", path], stdin=text)
+    if not result.ok:
+        raise TransportError(f"cannot write {path}: {result.stderr.strip()}")
+
+
+def _partly_submitted(
+    error: HpcBridgeError, submitted: Sequence[tuple[sweep.Chunk, str]], total: int
+) -> SubmitError:
+    """The error of a submit_many that failed after some submissions: which jobs (by their
+    position in the list, from 0) went in as which job or array, to be kept or cancelled.
+    Never transient: submitting the whole list again would submit those jobs twice."""
+    count = sum(len(chunk.positions) for chunk, _ in submitted)
+    done = "; ".join(f"{job_id}: jobs {_ranges(chunk.positions)}" for chunk, job_id in submitted)
+    scheduler = error if isinstance(error, SchedulerError) else None
+    return SubmitError(
+        f"submit_many stopped after {count} of {total} jobs ({error}); already submitted: {done}",
+        argv=scheduler.argv if scheduler else (),
+        returncode=scheduler.returncode if scheduler else None,
+    )
+
+
+def _ranges(positions: Sequence[int]) -> str:
+    """0,1,2,3,7 -> "0-3,7"."""
+    runs: list[list[int]] = []
+    for position in positions:
+        if runs and position == runs[-1][1] + 1:
+            runs[-1][1] = position
+        else:
+            runs.append([position, position])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def _id_list(job_ids: str | Iterable[str]) -> list[str]:

@@ -91,6 +91,14 @@ class LocalBackend:
             raise SubmitError(f"local backend could not start job {job}: {exc}") from exc
         return str(job)
 
+    def max_array_size(self) -> int | None:
+        """None: arrays here have no size limit."""
+        return None
+
+    def array_task_id(self, array_id: str, index: int) -> str:
+        """Task ``index`` of array ``array_id``: "12_17", as on Slurm."""
+        return st.task_id(int(array_id), index)
+
     def status(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
         """One read per record; an array id brings its aggregate and every task."""
         found: dict[str, JobInfo] = {}

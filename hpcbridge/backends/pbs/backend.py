@@ -115,6 +115,14 @@ class PbsBackend:
             find_existing=self._find_submitted,
         )
 
+    def max_array_size(self) -> int:
+        """How many subjobs one array may have: the server's max_array_size (qstat -B -f)."""
+        return parse.parse_max_array_size(self.commands.run(cli.qstat_server_full()).stdout)
+
+    def array_task_id(self, array_id: str, index: int) -> str:
+        """Subjob ``index`` of array ``array_id`` ("12[].server"): "12[17].server"."""
+        return array_id.replace("[]", f"[{index}]", 1)
+
     def status(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
         """One qstat call for every job; an array id stands for the total of its subjobs.
 

@@ -65,6 +65,11 @@ def qstat_server() -> list[str]:
     return ["qstat", "-B"]
 
 
+def qstat_server_full() -> list[str]:
+    """The server's attributes, where max_array_size is read from."""
+    return ["qstat", "-B", "-f"]
+
+
 def select_statement(spec: JobSpec, gpu_type_resource: str | None) -> str:
     """``-l select``: one chunk per node with its share of tasks, CPUs, memory and GPUs.
 

@@ -110,6 +110,19 @@ def parse_submit(stdout: str) -> str:
     return job_id
 
 
+# PBS Professional Reference Guide, server attribute max_array_size: 10000 when unset.
+DEFAULT_MAX_ARRAY_SIZE = 10000
+
+
+def parse_max_array_size(stdout: str) -> int:
+    """``qstat -B -f``'s "max_array_size = N", the most subjobs one array may have."""
+    for line in stdout.splitlines():
+        key, _, value = line.strip().partition(" = ")
+        if key == "max_array_size" and is_decimal(value.strip()):
+            return int(value)
+    return DEFAULT_MAX_ARRAY_SIZE
+
+
 def parse_qstat_json(stdout: str) -> dict[str, dict[str, Any]]:
     """``qstat -f -F json``: job id to its flattened attributes ("Resource_List.walltime")."""
     try:

@@ -75,6 +75,14 @@ class SlurmBackend:
             find_existing=lambda wanted: self._find_submitted(spec.name, wanted),
         )
 
+    def max_array_size(self) -> int | None:
+        """How many tasks one array may have: MaxArraySize from ``scontrol show config``."""
+        return parse.parse_max_array_size(self.commands.run(cli.scontrol_show_config()).stdout)
+
+    def array_task_id(self, array_id: str, index: int) -> str:
+        """Task ``index`` of array ``array_id``, as squeue and sacct name it: "12345_17"."""
+        return f"{array_id}_{index}"
+
     def status(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
         """One squeue call; sacct only for jobs squeue no longer lists or lacks exit codes for."""
         if not job_ids:

@@ -181,6 +181,11 @@ def scontrol(verb: str, job_ids: Sequence[str]) -> list[str]:
     return ["scontrol", verb, ",".join(job_ids)]
 
 
+def scontrol_show_config() -> list[str]:
+    """The controller's configuration, where MaxArraySize is read from."""
+    return ["scontrol", "show", "config"]
+
+
 def scontrol_ping() -> list[str]:
     """Ask whether the controller answers."""
     return ["scontrol", "ping"]

@@ -89,6 +89,16 @@ def parse_submit(stdout: str) -> str:
     return job_id
 
 
+def parse_max_array_size(stdout: str) -> int | None:
+    """``scontrol show config``'s "MaxArraySize = N": an array's indices must be below N, so
+    it holds at most N tasks (slurm.conf(5)); None if the line is missing."""
+    for line in stdout.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "MaxArraySize" and is_decimal(value.strip()):
+            return int(value)
+    return None
+
+
 def parse_squeue(stdout: str) -> list[JobInfo]:
     """Rows of ``squeue --format`` built by cli.squeue."""
     infos = []
