@@ -203,12 +203,13 @@ def _print_evaluation(result: Evaluation) -> None:
 
     click.echo(f"{result.trace}: months {result.months[0]} .. {result.months[-1]}")
     header = f"{'level':8} {'method':20} {'h':>2} {'n':>6} {'medAPE':>7} {'±10%':>5} {'wErr':>5}"
-    click.echo(f"{header} {'cov80':>6} {'under':>6}")
+    click.echo(f"{header} {'cov80':>6} {'under':>6} {'2x over':>7}")
     for score in result.usage + result.runtime:
         click.echo(
             f"{score.level:8} {score.method:20} {score.horizon:>2} {score.count:>6} "
             f"{score.median_ape:>7.1%} {score.within_10:>5.0%} {score.weighted_error:>5.2f} "
-            f"{_pct(score.coverage):>6} {_pct(score.under_predicted):>6}"
+            f"{_pct(score.coverage):>6} {_pct(score.under_predicted):>6} "
+            f"{_pct(score.over_predicted):>7}"
         )
     for level in ("account", "user"):
         wins, ties, groups = group_wins(result, level)

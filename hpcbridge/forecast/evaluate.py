@@ -17,7 +17,8 @@ Scores: median absolute percentage error (APE; a month of nothing forecast as so
 counts as an infinite error, as nothing as nothing is exact), the share within +-10%, the
 usage-weighted error sum |error| / sum actual, and for the model the 80% interval's
 coverage; runtime adds the under-prediction rate (a job predicted shorter than it ran
-would be killed with that walltime).
+would be killed with that walltime) and the over-prediction rate (predicted at least twice
+as long as it ran: a walltime that wide keeps it from backfilling).
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ class Score:
     within_10: float
     weighted_error: float
     coverage: float | None = None
-    under_predicted: float | None = None
+    under_predicted: float | None = None  # share of jobs predicted shorter than they ran
+    over_predicted: float | None = None  # ... and predicted at least twice as long
     group: str | None = None  # None: pooled over the level's groups
 
 
@@ -271,6 +273,7 @@ def _score(
     *,
     coverage: float | None = None,
     under: float | None = None,
+    over: float | None = None,
 ) -> Score:
     error = np.abs(predicted - actual)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -285,6 +288,7 @@ def _score(
         weighted_error=float(error.sum() / actual.sum()) if actual.sum() > 0 else float("nan"),
         coverage=coverage,
         under_predicted=under,
+        over_predicted=over,
     )
 
 
@@ -330,7 +334,8 @@ def _score_runtime(jobs: TraceJobs) -> list[Score]:
     for name, values in predicted.items():
         guesses = np.array(values)
         under = float(np.mean(guesses < real)) if len(real) else float("nan")
-        scores.append(_score("job", name, 0, guesses, real, under=under))
+        over = float(np.mean(guesses >= 2 * real)) if len(real) else float("nan")
+        scores.append(_score("job", name, 0, guesses, real, under=under, over=over))
     return scores
 
 

@@ -155,4 +155,6 @@ def test_harness_predicts_each_job_only_from_runs_ended_before_its_submission(
     runtime = {s.method: s for s in evaluate(read_trace(trace)).runtime}
     assert runtime["model"].median_ape == pytest.approx((0.5 + 0.0) / 2)
     assert runtime["model"].under_predicted == pytest.approx(0.5)
+    assert runtime["model"].over_predicted == 0.0
+    assert runtime["requested walltime"].over_predicted == pytest.approx(0.5)  # 4000 s for 2000
     assert runtime["last two"].median_ape == pytest.approx((0.0 + 1.0) / 2)  # request both times
