@@ -62,6 +62,27 @@ def render(job_file: str, site: str, as_json: bool) -> None:
 @click.argument("job_file", type=click.Path(dir_okay=False))
 @click.option("--wait", "wait_for_end", is_flag=True, help="Wait until the job ends.")
 @click.option("--timeout", type=Seconds(), default=None, help="Seconds --wait waits at most.")
+@click.option(
+    "--sweep",
+    "sweep_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A CSV or YAML file of parameters: one job per row, each column an environment "
+    "variable; submitted as job arrays.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With --sweep: how many tasks of each array may run at once.",
+)
+@click.option(
+    "--max-array-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With --sweep: split into arrays of at most this many tasks (default: the "
+    "scheduler's limit).",
+)
 @LEDGER_OPTION
 @_site_options
 def submit(
@@ -69,6 +90,9 @@ def submit(
     *,
     wait_for_end: bool,
     timeout: float | None,
+    sweep_file: str | None,
+    limit: int | None,
+    max_array_size: int | None,
     ledger_url: str | None,
     site: str,
     as_json: bool,
@@ -77,27 +101,58 @@ def submit(
 
     On a site with budgets the job's worst case is checked against its account's (the
     ledger's usage, the queue's commitments): refused with the numbers, or held for budget.
+
+    With --sweep, one job per row of the parameters file, packed into job arrays; one id per
+    row is printed, in row order.
     """
     from hpcbridge.jobs.spec import JobSpec
 
+    if sweep_file is None and (limit is not None or max_array_size is not None):
+        raise click.UsageError("--limit and --max-array-size go with --sweep")
     with _open(site) as cluster:
         spec = JobSpec.from_yaml(job_file)
-        held = False
-        if cluster.site.budgets.accounts:
-            job_id, held = _submit_within_budget(cluster, spec, ledger_url)
+        answer: dict[str, object]
+        if sweep_file is not None:
+            job_ids = _submit_sweep(cluster, spec, sweep_file, limit, max_array_size)
+            answer = {"job_ids": job_ids}
         else:
-            job_id = cluster.submit(spec)
-        _remember(cluster.site.name, [job_id])
+            held = False
+            if cluster.site.budgets.accounts:
+                job_id, held = _submit_within_budget(cluster, spec, ledger_url)
+            else:
+                job_id = cluster.submit(spec)
+            job_ids = [job_id]
+            answer = {"job_id": job_id, "held_for_budget": held}
+        _remember(cluster.site.name, job_ids)
         if not wait_for_end:
             if as_json:
-                echo_json({"job_id": job_id, "held_for_budget": held})
+                echo_json(answer)
             else:
-                click.echo(job_id)
+                click.echo("\n".join(job_ids))
             return
-        infos = cluster.wait(job_id, timeout=timeout)
+        infos = cluster.wait(job_ids, timeout=timeout)
     _show(infos.values(), as_json)
     if any(info.state.value != "COMPLETED" for info in infos.values()):
         sys.exit(EXIT_JOB_FAILED)
+
+
+def _submit_sweep(
+    cluster: Cluster,
+    spec: JobSpec,
+    sweep_file: str,
+    limit: int | None,
+    max_array_size: int | None,
+) -> list[str]:
+    """One job per row of the sweep file, through Cluster.submit_many."""
+    from hpcbridge.jobs.sweep_file import load_sweep, sweep_specs
+
+    if cluster.site.budgets.accounts:
+        raise click.UsageError(
+            f"site {cluster.site.name} has budgets, which --sweep does not check yet; submit "
+            "the jobs one at a time or as a workflow"
+        )
+    specs = sweep_specs(spec, load_sweep(sweep_file))
+    return cluster.submit_many(specs, limit=limit, max_array_size=max_array_size)
 
 
 def _submit_within_budget(
