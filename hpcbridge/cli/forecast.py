@@ -63,7 +63,9 @@ def forecast_usage_command(
 ) -> None:
     """Core- and GPU-hours of the next calendar months, with 80% prediction intervals.
 
-    Without --account or --user: the whole machine.
+    Without --account or --user: the whole machine. The last column names the forecast used:
+    combined (a smoothed level and last month, averaged), or last month or the mean of the
+    last 3 months where that did better on the months before.
     """
     from hpcbridge.forecast.usage import forecast_usage
     from hpcbridge.ledger.store import Ledger
@@ -87,7 +89,7 @@ def forecast_usage_command(
         interval = f"{month.core_low:,.0f} - {month.core_high:,.0f}"
         click.echo(
             f"{month.month:%Y-%m}  {month.core_hours:>12,.0f} {interval:>25} "
-            f"{month.gpu_hours:>10,.0f}"
+            f"{month.gpu_hours:>10,.0f}  ({month.method})"
         )
 
 

@@ -45,6 +45,7 @@ class MonthForecast:
     gpu_hours: float
     gpu_low: float
     gpu_high: float
+    method: str = "combined"  # what made the core-hours point (hpcbridge.forecast.combine)
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,7 @@ def _month_forecasts(
                 float(core.low[row]),
                 float(core.high[row]),
                 *gpu_values,
+                method=core.method,
             )
         )
     return tuple(result)

@@ -336,6 +336,9 @@ def test_cli_usage_budget_and_exit_code_for_too_little_history(ledger_url: str) 
     usage = runner.invoke(main, ["forecast", "usage", "--account", "physics", *base, "--json"])
     assert usage.exit_code == 0, usage.output
     assert json.loads(usage.output)[0]["core_hours"] == pytest.approx(2000)
+    assert json.loads(usage.output)[0]["method"] == "combined"  # no baseline did better
+    table = runner.invoke(main, ["forecast", "usage", "--account", "physics", *base])
+    assert table.output.splitlines()[1].endswith("(combined)")
     budget = runner.invoke(main, ["forecast", "budget", "physics", *base])
     assert budget.exit_code == 0, budget.output
     assert "runs out at the forecast rate: 2024-09-01" in budget.output
