@@ -59,7 +59,8 @@ from hpcbridge.forecast.model import MIN_MONTHS, MIN_POOL, Forecast, forecast, i
 def point(history: Floats, horizon: int, pool_min_mean: float) -> tuple[Floats, Forecast]:
     """The combined point forecast of month k + ``horizon`` of each row of ``history``
     (months 1..k), and the level model's forecast it was made from (read-only arrays)."""
-    return _point(history.tobytes(), history.shape, horizon, pool_min_mean)
+    values = np.asarray(history, dtype=float)  # the bytes remembered are float64's
+    return _point(values.tobytes(), values.shape, horizon, pool_min_mean)
 
 
 @functools.lru_cache(maxsize=512)
@@ -69,7 +70,7 @@ def _point(
     """:func:`point`, remembered: a forecast at origin k replays every prefix of its
     history, and the harness's next origin replays the same prefixes again (the months
     before an origin do not change as it moves on), so each is computed once, not k times."""
-    history = np.frombuffer(data).reshape(shape)
+    history = np.frombuffer(data, dtype=float).reshape(shape)
     model = forecast(history, horizon, pool_min_mean=pool_min_mean)
     mean = (model.point + history[:, -1]) / 2
     for array in (mean, model.point, model.low, model.high):

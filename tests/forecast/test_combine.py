@@ -106,3 +106,5 @@ def test_remembered_forecasts_cannot_be_changed_by_a_caller() -> None:
     again, _ = point(history, 1, 0.0)
     assert not np.shares_memory(again, first)
     assert point(history, 1, 0.0)[0] is again  # the same history again: remembered
+    whole = np.full((3, 5), 700, dtype=np.int64)  # whole core-hours: the same as floats
+    assert point(whole, 1, 0.0)[0].tolist() == [700.0] * 3
