@@ -144,18 +144,20 @@ class Cluster:
     ) -> list[str]:
         """Submit many jobs, packed into job arrays, and return one id per job, in order.
 
-        Jobs that differ only in command and environment share an array (split into arrays
-        of at most the scheduler's MaxArraySize / max_array_size, or ``max_array_size`` if
-        smaller); each gets its task's id ("12_3", "12[3].server"), whose status and exit
-        code are its own. ``limit`` caps how many tasks of each array run at once. All specs
-        are checked and every parameters file written before the first submission; if a later
-        submission fails, the error names the jobs already submitted.
+        Jobs that differ only in command and environment share an array, split into arrays no
+        larger than the scheduler allows (Slurm's MaxArraySize, PBS's max_array_size) or than
+        ``max_array_size``; each job gets its task's id ("12_3", "12[3].server"), whose
+        status and exit code are its own. ``limit`` caps how many tasks of each array run at
+        once. All specs are checked and every parameters file written before the first
+        submission; if a later submission fails, the error names the jobs already submitted.
         """
         if limit is not None and limit < 1:
             raise SpecError(f"limit: {limit} tasks at once would run nothing; give 1 or more")
         if max_array_size is not None and max_array_size < 1:
             raise SpecError(f"max_array_size: {max_array_size} must be 1 or more")
         prepared = [self._prepare(spec) for spec in specs]
+        if not prepared:
+            return []
         chunks = sweep.plan(prepared, max_array_size=self._array_size(max_array_size), limit=limit)
         staged = [self._stage(chunk) for chunk in chunks]
         submitted: list[tuple[sweep.Chunk, str]] = []
@@ -282,7 +284,7 @@ class Cluster:
         token = f"hpcbridge:{uuid.uuid4().hex}"
         if not chunk.is_array:
             return self._render(chunk.spec, token=token), token
-        name = f".hpcbridge-sweep-{chunk.spec.name}-{token.partition(':')[2][:12]}.sh"
+        name = f".hpcbridge-sweep-{token.partition(':')[2]}.sh"  # a job name may hold a "/"
         where = posixpath.join(chunk.spec.workdir, name) if chunk.spec.workdir else name
         script = self._render(chunk.spec, token=token, sweep_file=f"./{name}")
         _write_file(self.transport, where, sweep.render_parameters(self.renderer, chunk.tasks))

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,9 @@ from pbs_plugin import PbsEmulator
 
 from hpcbridge import (
     Cluster,
+    CommandResult,
     FakeTransport,
+    JobState,
     LocalTransport,
     RecordingTransport,
     SiteConfig,
@@ -20,6 +24,8 @@ from hpcbridge import (
     SubmitError,
 )
 from hpcbridge.backends.slurm import parse
+from hpcbridge.ledger.sources.base import Window
+from hpcbridge.ledger.sources.slurm import SacctSource
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -69,6 +75,58 @@ def test_slurm_reads_max_array_size_once_and_submits_one_sbatch_per_array(workdi
         .partition("=")[2]
         .strip()
     )
+
+
+@pytest.mark.slurm
+def test_a_lost_sbatch_answer_finds_the_array_by_its_token(workdir: Path) -> None:
+    """sbatch created the array but its answer was lost: the retry finds the array's own id
+    (squeue's %i shows a pending array as "12_[0-2]"), so each job's id is a task's."""
+    lost = {"done": False}
+
+    def lose_first_answer(argv: list[str], result: CommandResult) -> CommandResult:
+        if argv[0] == "sbatch" and not lost["done"]:
+            lost["done"] = True
+            return CommandResult(result.argv, 1, "", "sbatch: error: Socket timed out")
+        return result
+
+    transport = RecordingTransport(LocalTransport(), lose_first_answer)
+    with Cluster(SiteConfig.load("test-slurm"), transport=transport) as cluster:
+        cluster.backend.commands.backoff = 0.01  # type: ignore[attr-defined]
+        ids = cluster.submit_many(sweep(f"sweep-lost-{time.time_ns()}", workdir, 3, hold=True))
+        try:
+            assert transport.count("sbatch") == 1
+            assert all(re.fullmatch(r"\d+_\d", job_id) for job_id in ids), ids
+            assert {info.state for info in cluster.status(ids).values()} == {JobState.PENDING}
+        finally:
+            cluster.cancel([ids[0].partition("_")[0]])
+
+
+@pytest.mark.slurm
+def test_slurm_sweep_items_are_array_tasks_in_accounting(workdir: Path) -> None:
+    """Each item's ledger record comes from sacct as any array task's does: its own state
+    and exit code, keyed by the array's id and the item's index."""
+    began = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=2)
+    specs = sweep(f"sweep-ledger-{time.time_ns()}", workdir, 3)
+    specs[1]["command"] = "exit 5"
+    with Cluster.from_site("test-slurm") as cluster:
+        ids = cluster.submit_many(specs)
+        infos = cluster.wait(ids, timeout=120)
+    assert [infos[job_id].exit_code for job_id in ids] == [0, 5, 0]
+    array = ids[0].partition("_")[0]
+    source = SacctSource(LocalTransport())
+    deadline = time.monotonic() + 60
+    while True:  # slurmdbd may store the last end record a moment after squeue shows it
+        window = Window(began, datetime.now(UTC) + timedelta(seconds=1), True)
+        found = {r.array_index: r for r in source.fetch(window) if r.job_id == array}
+        if len(found) == 3 and all(r.end is not None for r in found.values()):
+            break
+        assert time.monotonic() < deadline, f"sacct never held the three tasks: {found}"
+        time.sleep(0.5)
+    assert [(found[i].state, found[i].exit_code) for i in range(3)] == [
+        (JobState.COMPLETED, 0),
+        (JobState.FAILED, 5),
+        (JobState.COMPLETED, 0),
+    ]
 
 
 def test_pbs_splits_under_the_servers_max_array_size(

@@ -105,13 +105,16 @@ def squeue(job_ids: Sequence[str]) -> list[str]:
 
 
 def squeue_by_name(name: str) -> list[str]:
-    """Jobs of one name with their comment, to find a submission whose answer was lost."""
+    """Jobs of one name with their comment, to find a submission whose answer was lost.
+
+    %F is the id sbatch printed, an array's too (%i shows a pending one as "12_[0-9]").
+    """
     return [
         "squeue",
         "--noheader",
         "--states=all",
         f"--name={name}",
-        f"--format=%i{FIELD_SEPARATOR}%k",
+        f"--format=%F{FIELD_SEPARATOR}%k",
     ]
 
 

@@ -166,7 +166,7 @@ def unknown_cancelled_ids(stderr: str) -> list[str]:
 
 
 def parse_comments(stdout: str) -> dict[str, str]:
-    """``squeue --format=%i<sep>%k``: job id to comment."""
+    """``squeue --format=%F<sep>%k``: job (or array) id to comment."""
     return {job_id: comment for job_id, comment in _rows(stdout, 2)}
 
 
