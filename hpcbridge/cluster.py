@@ -18,7 +18,6 @@ from hpcbridge.errors import (
     SchedulerError,
     SpecError,
     SubmitError,
-    TransportError,
     WaitTimeout,
 )
 from hpcbridge.jobs import sweep
@@ -287,7 +286,9 @@ class Cluster:
         name = f".hpcbridge-sweep-{token.partition(':')[2]}.sh"  # a job name may hold a "/"
         where = posixpath.join(chunk.spec.workdir, name) if chunk.spec.workdir else name
         script = self._render(chunk.spec, token=token, sweep_file=f"./{name}")
-        _write_file(self.transport, where, sweep.render_parameters(self.renderer, chunk.tasks))
+        _write_parameters(
+            self.transport, where, sweep.render_parameters(self.renderer, chunk.tasks)
+        )
         return script, token
 
     def _task_ids(self, chunk: sweep.Chunk, job_id: str) -> list[tuple[int, str]]:
@@ -342,12 +343,16 @@ class Cluster:
         return dependency
 
 
-def _write_file(transport: Transport, path: str, text: str) -> None:
-    """Write ``text`` to ``path`` where the transport runs commands (here, or over SSH); the
-    path is an argument of the fixed shell line, never part of it."""
+def _write_parameters(transport: Transport, path: str, text: str) -> None:
+    """Write a parameters file where the transport runs commands (here, or over SSH); the
+    path is an argument of the fixed shell line, never part of it. A transport that cannot
+    reach its host raises on its own; a refused write is the workdir's problem (missing, not
+    writable), said before anything is submitted."""
     result = transport.run(["sh", "-c", 'cat > "$1"', "hpcbridge-write", path], stdin=text)
     if not result.ok:
-        raise TransportError(f"cannot write {path}: {result.stderr.strip()}")
+        raise SpecError(
+            f"workdir: cannot write the sweep's parameters file {path}: {result.stderr.strip()}"
+        )
 
 
 def _partly_submitted(

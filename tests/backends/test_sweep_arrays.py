@@ -214,3 +214,12 @@ def test_a_backend_without_arrays_gets_one_submission_per_job(
     assert backend.submitted == 3
     assert all("_" not in job_id for job_id in ids)
     plain.wait(ids, timeout=60)
+
+
+def test_an_unwritable_workdir_is_refused_before_anything_is_submitted(
+    local_cluster: Cluster, tmp_path: Path
+) -> None:
+    specs = [*sweep("fine", tmp_path, 2), *sweep("nowhere", tmp_path / "missing", 2)]
+    with pytest.raises(SpecError, match=r"workdir: cannot write the sweep's parameters file"):
+        local_cluster.submit_many(specs)
+    assert "0 jobs" in local_cluster.check()
