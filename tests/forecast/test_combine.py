@@ -3,10 +3,14 @@ split-conformal interval from its own errors replayed before the origin."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 
 from hpcbridge.forecast.combine import BASELINES, combined, month_steps, point, replay
+from hpcbridge.forecast.evaluate import evaluate, read_trace
 from hpcbridge.forecast.model import MIN_MONTHS, forecast, interval_factors
 
 
@@ -31,7 +35,7 @@ def test_a_baseline_closer_in_most_replayed_forecasts_is_used_instead() -> None:
     assert combined(growth, 1, pool_min_mean=1000).method == "combined"
     for history in (scatter, walk, growth, 5000 * generator.lognormal(0, 0.6, size=(40, 10))):
         # By hand, each forecast from its own prefix of months only.
-        closer = {name: [] for name in BASELINES}
+        closer: dict[str, list[bool]] = {name: [] for name in BASELINES}
         for origin in range(MIN_MONTHS, history.shape[1]):
             seen, actual = history[:, :origin], history[:, origin]
             own = np.abs(point(seen, 1, 1000)[0] - actual)
@@ -106,5 +110,19 @@ def test_remembered_forecasts_cannot_be_changed_by_a_caller() -> None:
     again, _ = point(history, 1, 0.0)
     assert not np.shares_memory(again, first)
     assert point(history, 1, 0.0)[0] is again  # the same history again: remembered
-    whole = np.full((3, 5), 700, dtype=np.int64)  # whole core-hours: the same as floats
+    whole: Any = np.full((3, 5), 700, dtype=np.int64)  # whole core-hours, as floats
     assert point(whole, 1, 0.0)[0].tolist() == [700.0] * 3
+
+
+KTH = Path(__file__).parents[2] / ".." / "shared" / "traces" / "KTH-SP2-1996-2.1-cln.swf.gz"
+
+
+@pytest.mark.skipif(not KTH.exists(), reason="the shared KTH SP2 trace is not on this machine")
+def test_on_a_real_trace_the_model_is_never_worse_than_a_baseline_one_month_ahead() -> None:
+    result = evaluate(read_trace(KTH))  # the smallest development trace: about a second
+    scores = {(s.level, s.method): s for s in result.usage if s.horizon == 1}
+    for level in ("account", "user", "machine"):
+        model = scores[level, "model"].median_ape
+        assert model <= scores[level, "last month"].median_ape
+        assert model <= scores[level, "mean of last 3"].median_ape
+    assert 0.75 <= (scores["user", "model"].coverage or 0.0) <= 0.85
