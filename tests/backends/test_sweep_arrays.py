@@ -146,6 +146,31 @@ def test_pbs_splits_under_the_servers_max_array_size(
     assert len({info.array_job_id for info in infos.values()}) == 3
 
 
+def test_a_lost_qsub_answer_finds_the_array_not_a_subjob(
+    pbs_emulator: PbsEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """qsub created the array but its answer was lost: the retry finds the array ("12[]"),
+    though its subjobs carry the same token, as qstat -t lists an array before its subjobs
+    (pbs-reference qstat-t-f-F-json_array-with-subjobs.json); each job's id is its subjob's."""
+    monkeypatch.chdir(tmp_path)
+    lost = {"done": False}
+
+    def lose_first_answer(argv: list[str], result: CommandResult) -> CommandResult:
+        if argv[0] == "qsub" and not lost["done"]:
+            lost["done"] = True
+            return CommandResult(result.argv, 2, "", "Connection timed out\nqsub: cannot connect")
+        return result
+
+    transport = RecordingTransport(LocalTransport(), lose_first_answer)
+    with Cluster(SiteConfig.load("test-pbs"), transport=transport) as cluster:
+        cluster.backend.commands.backoff = 0.01  # type: ignore[attr-defined]
+        ids = cluster.submit_many(sweep("pbs-lost", tmp_path, 3))
+        infos = cluster.wait(ids, timeout=120)
+    assert transport.count("qsub") == 1
+    assert [re.sub(r"\..*", "", job_id).partition("[")[2] for job_id in ids] == ["0]", "1]", "2]"]
+    assert {info.state for info in infos.values()} == {JobState.COMPLETED}
+
+
 def test_a_sweep_refused_half_way_names_what_was_submitted(tmp_path: Path) -> None:
     """The second array is refused: the first stays, and the error says which jobs it holds
     (the whole list again would submit them twice)."""
