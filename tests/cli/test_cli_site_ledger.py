@@ -68,6 +68,8 @@ EXPECTED = {
     ("budget", "release"): CLUSTER_AND_LEDGER,
     ("budget", "sync"): CLUSTER_AND_LEDGER,  # limits from the ledger's allocations
     ("budget", "allocate"): LEDGER_ONLY,
+    ("clients", "show"): CLUSTER,  # the site's clients; the scheduler's nodes, queue, shares
+    ("clients", "sync"): CLUSTER,  # shares from the site config, written with sacctmgr
 }
 
 # A workflow's record names its site; $HPCBRIDGE_SITE, set for new work, must not redirect it.
