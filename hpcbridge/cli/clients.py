@@ -73,6 +73,7 @@ def clients_sync(dry_run: bool, site: str, as_json: bool) -> None:
                 "dry_run": result.dry_run,
                 "changes": [_change_json(change) for change in result.changes],
                 "in_place": list(result.in_place),
+                "note": result.note,
             }
         )
         return
@@ -90,6 +91,8 @@ def clients_sync(dry_run: bool, site: str, as_json: bool) -> None:
             if not result.in_place
             else "nothing to change: every client's fairshare and cap are in place"
         )
+    if result.note:
+        click.echo(f"note: {result.note}")
 
 
 def _print_standing(standing: Standing, total: int, scheduler: str) -> None:

@@ -7,7 +7,10 @@ Slurm's default fairshare of 1, weighs 0.01%; a ``max`` becomes ``GrpTRES=cpu=M`
 that percent of the cluster's cores rounded down (at least 1), so slurmctld keeps the
 client's further jobs pending while its running jobs hold M cores. A client without ``max``
 has no cap: sync removes any (``GrpTRES=cpu=-1``). Both are written only where they differ
-from what sacctmgr shows, so a second sync changes nothing.
+from what sacctmgr shows, so a second sync changes nothing. Fairshare orders pending jobs
+only under ``PriorityType=priority/multifactor`` with a non-zero ``PriorityWeightFairShare``;
+where Slurm's configuration says otherwise, show and sync say the shares are written but
+unused, rather than let a user believe in them.
 
 PBS has no per-account share a client command can set: fairshare is the scheduler's own
 configuration on the server host, and its limits (``max_run_res``) name users, groups and
@@ -173,6 +176,7 @@ class SyncResult:
     changes: tuple[Change, ...]
     in_place: tuple[str, ...]  # clients whose association already matched
     dry_run: bool
+    note: str | None = None  # why Slurm would not use the shares (fairshare_note)
 
 
 def sync_shares(cluster: Cluster, *, dry_run: bool = False) -> SyncResult:
@@ -196,7 +200,7 @@ def sync_shares(cluster: Cluster, *, dry_run: bool = False) -> SyncResult:
         done.append(account)
     changed = {change.target.account for change in changes}
     in_place = tuple(target.account for target in wanted if target.account not in changed)
-    return SyncResult(site.name, total, tuple(changes), in_place, dry_run)
+    return SyncResult(site.name, total, tuple(changes), in_place, dry_run, fairshare_note(cluster))
 
 
 @dataclass(frozen=True)
@@ -227,7 +231,7 @@ class SharesReport:
     total_cores: int
     busy_cores: int  # held by every account's running jobs
     standings: tuple[Standing, ...]
-    note: str | None  # what the scheduler can and cannot show (PBS)
+    note: str | None  # what the scheduler cannot show (PBS) or would not use (Slurm)
 
 
 def client_standings(cluster: Cluster) -> SharesReport:
@@ -245,6 +249,7 @@ def client_standings(cluster: Cluster) -> SharesReport:
     slurm = site.scheduler == "slurm"
     if slurm and site.clients:
         have = configured(read_associations(cluster, list(site.clients)))
+        note = fairshare_note(cluster)
     elif site.scheduler == "pbs":
         note = PBS_SHARES.format(shares=_share_words(site.clients))
     standings = []
@@ -265,6 +270,36 @@ def client_standings(cluster: Cluster) -> SharesReport:
     return SharesReport(
         site.name, site.scheduler, total, sum(running.values()), tuple(standings), note
     )
+
+
+def fairshare_note(cluster: Cluster) -> str | None:
+    """Why Slurm would not order the queue by the shares (one ``scontrol show config``), or
+    None when it does."""
+    from hpcbridge.backends.slurm import SlurmBackend, cli
+
+    backend = cluster.backend
+    if not isinstance(backend, SlurmBackend):
+        return None
+    return fairshare_words(backend.commands.run(cli.scontrol_show_config()).stdout)
+
+
+def fairshare_words(config: str) -> str | None:
+    """:func:`fairshare_note` from ``scontrol show config`` ("Name = value" lines)."""
+    lines = (line.partition("=") for line in config.splitlines())
+    settings = {name.strip(): value.strip() for name, sep, value in lines if sep}
+    kind = settings.get("PriorityType", "")
+    if kind != "priority/multifactor":
+        return (
+            f"Slurm's PriorityType is {kind or 'unset'}: the shares are written but do not "
+            "order pending jobs (that takes priority/multifactor with PriorityWeightFairShare "
+            "above 0 in slurm.conf)"
+        )
+    if settings.get("PriorityWeightFairShare", "0") == "0":
+        return (
+            "Slurm weighs fairshare 0 in job priority (PriorityWeightFairShare = 0): the shares "
+            "are written but do not order pending jobs; give it a weight in slurm.conf"
+        )
+    return None
 
 
 def total_cores(cluster: Cluster) -> int:

@@ -16,6 +16,7 @@ from hpcbridge.policy.clients import (
     cap_cores,
     configured,
     fairshare,
+    fairshare_words,
     parse_pbsnodes,
     parse_sinfo_nodes,
     plan,
@@ -152,3 +153,15 @@ def test_pbsnodes_cores_from_the_real_captures(pbs_reference: Path) -> None:
     assert parse_pbsnodes(document, json=True) == 2
     with pytest.raises(SchedulerError, match="pbsnodes -F json printed no node list"):
         parse_pbsnodes("[]", json=True)
+
+
+def test_shares_slurm_would_not_use_are_said_to_be_unused() -> None:
+    multifactor = "PriorityType            = priority/multifactor\n"
+    assert fairshare_words(multifactor + "PriorityWeightFairShare = 10000\n") is None
+    assert fairshare_words(multifactor + "PriorityWeightFairShare = 0\n") == (
+        "Slurm weighs fairshare 0 in job priority (PriorityWeightFairShare = 0): the shares "
+        "are written but do not order pending jobs; give it a weight in slurm.conf"
+    )
+    basic = fairshare_words("PriorityType = priority/basic\nPriorityWeightFairShare = 5\n")
+    assert basic is not None
+    assert basic.startswith("Slurm's PriorityType is priority/basic: the shares are written")

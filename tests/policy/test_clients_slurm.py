@@ -89,6 +89,21 @@ def _cluster_cores() -> int:
     return sum(int(word.partition("=")[2]) for word in text.split() if word.startswith("CPUTot="))
 
 
+def _unused_note() -> list[str]:
+    """The note sync and show end with when this Slurm weighs fairshare 0 (the test cluster
+    does), read from scontrol here."""
+    config = subprocess.run(
+        ["scontrol", "show", "config"], capture_output=True, text=True, check=True
+    ).stdout
+    weight = next(line for line in config.splitlines() if line.startswith("PriorityWeightFair"))
+    if weight.partition("=")[2].strip() != "0":
+        return []
+    return [
+        "note: Slurm weighs fairshare 0 in job priority (PriorityWeightFairShare = 0): the "
+        "shares are written but do not order pending jobs; give it a weight in slurm.conf"
+    ]
+
+
 def _site(tmp_path: Path, clients: dict[str, Any]) -> Path:
     """test-slurm with these clients, as a YAML file (the CLI takes paths)."""
     data = SiteConfig.load("test-slurm").model_dump(mode="json", exclude_none=True)
@@ -118,6 +133,7 @@ def test_sync_sets_shares_and_caps_and_a_second_sync_changes_nothing(
     assert output.splitlines() == [
         f"{first}: set fairshare=3000 GrpTRES=cpu={cap} (was fairshare 1, no cpu cap)",
         f"{second}: set fairshare=1250 (was fairshare 1, no cpu cap)",
+        *_unused_note(),
     ]
     assert (_raw_shares(first), _raw_shares(second)) == ("3000", "1250")
     assert _grp_tres(first) == f"cpu={cap},mem=1000M"
@@ -127,9 +143,10 @@ def test_sync_sets_shares_and_caps_and_a_second_sync_changes_nothing(
     again = _sync(site, "--json")
     assert again["changes"] == []
     assert again["in_place"] == [first, second]
-    assert _sync(site).splitlines()[-1] == (
-        "nothing to change: every client's fairshare and cap are in place"
-    )
+    assert _sync(site).splitlines()[2:] == [
+        "nothing to change: every client's fairshare and cap are in place",
+        *_unused_note(),
+    ]
 
     without_max = _site(tmp_path, {first: {"share": 30}, second: {"share": 12.5}})
     removed = _sync(without_max, "--json")
@@ -247,3 +264,4 @@ def test_show_reports_shares_what_slurm_has_and_live_use(
         "  running: 0 cores (0.0% of the cluster)",
     ]
     assert lines[5] == "  Slurm now: fairshare 1000, no cpu cap (in place)"
+    assert lines[7:] == _unused_note()
