@@ -190,6 +190,9 @@ def test_missing_account_is_refused_naming_the_client_before_any_change(
         "clnosuchaccount (sacctmgr add account NAME); nothing changed\n"
     )
     assert _raw_shares(first) == "1"
+    shown = CliRunner().invoke(main, ["clients", "show", "--site", str(site)]).output.splitlines()
+    assert shown[4].startswith("clnosuchaccount: share 10% (")
+    assert shown[5] == "  Slurm now: no such account (sacctmgr add account clnosuchaccount)"
 
 
 class _GhostAccount:
