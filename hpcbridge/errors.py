@@ -142,3 +142,8 @@ class ForecastError(HpcBridgeError):
 class BudgetExceeded(HpcBridgeError):
     """A job was refused at submit: its worst case, with what the account's queued and
     running jobs have committed, exceeds what is left of its budget."""
+
+
+class DeadlineInfeasible(SpecError):
+    """A job or workflow cannot finish before its deadline (the estimate says why); refused
+    at submit unless forced."""

@@ -83,6 +83,12 @@ def render(job_file: str, site: str, as_json: bool) -> None:
     help="With --sweep: split into arrays of at most this many tasks (default: the "
     "scheduler's limit).",
 )
+@click.option("--force", is_flag=True, help="Submit even when the deadline looks infeasible.")
+@click.option(
+    "--on-risk",
+    type=click.Choice(["warn", "raise"]),
+    help="A deadline at risk: only say so, or raise the job a level  [default: the site's]",
+)
 @LEDGER_OPTION
 @_site_options
 def submit(
@@ -93,6 +99,8 @@ def submit(
     sweep_file: str | None,
     limit: int | None,
     max_array_size: int | None,
+    force: bool,
+    on_risk: str | None,
     ledger_url: str | None,
     site: str,
     as_json: bool,
@@ -104,6 +112,10 @@ def submit(
 
     With --sweep, one job per row of the parameters file, packed into job arrays; one id per
     row is printed, in row order.
+
+    A job with a deadline is estimated first from the same ledger (likely, at risk,
+    infeasible, with the numbers): infeasible is refused (exit 3) unless --force; it is then
+    tracked for `hpcbridge deadlines` and `report sla`.
     """
     from hpcbridge.jobs.spec import JobSpec
 
@@ -115,6 +127,12 @@ def submit(
         if sweep_file is not None:
             job_ids = _submit_sweep(cluster, spec, sweep_file, limit, max_array_size)
             answer = {"job_ids": job_ids}
+        elif spec.deadline is not None:
+            job_id, held = _submit_with_deadline(
+                cluster, spec, ledger_url, force=force, on_risk=on_risk
+            )
+            job_ids = [job_id]
+            answer = {"job_id": job_id, "held_for_budget": held}
         else:
             held = False
             if cluster.site.budgets.accounts:
@@ -153,6 +171,45 @@ def _submit_sweep(
         )
     specs = sweep_specs(spec, load_sweep(sweep_file))
     return cluster.submit_many(specs, limit=limit, max_array_size=max_array_size)
+
+
+def _submit_with_deadline(
+    cluster: Cluster, spec: JobSpec, ledger_url: str | None, *, force: bool, on_risk: str | None
+) -> tuple[str, bool]:
+    """Check the deadline (hpcbridge.policy.feasibility), submit (through the budget check on
+    a site with budgets), and track it; the verdict goes to stderr."""
+    from datetime import UTC, datetime
+
+    from hpcbridge.ledger.store import Ledger
+    from hpcbridge.policy.feasibility import plan_job, track
+
+    with Ledger.open(ledger_url) as ledger:
+        planned, feasibility = plan_job(
+            cluster, ledger, spec, force=force, on_risk=on_risk, notify=_say
+        )
+    submitted_at = datetime.now(UTC)
+    held = False
+    if cluster.site.budgets.accounts:
+        job_id, held = _submit_within_budget(cluster, planned, ledger_url)
+    else:
+        job_id = cluster.submit(planned)
+    if feasibility is not None:
+        with Ledger.open(ledger_url) as ledger:
+            track(
+                ledger,
+                cluster.site.cluster_name or cluster.site.name,
+                kind="job",
+                ref=job_id,
+                name=spec.name,
+                client=cluster.site.prepare(spec).account,
+                feasibility=feasibility,
+                submitted_at=submitted_at,
+            )
+    return job_id, held
+
+
+def _say(text: str) -> None:
+    click.echo(text, err=True)
 
 
 def _submit_within_budget(

@@ -13,6 +13,7 @@ from hpcbridge.cli import jobs
 from hpcbridge.cli.budget import budget
 from hpcbridge.cli.checkpoint import checkpoint
 from hpcbridge.cli.clients import clients
+from hpcbridge.cli.deadlines import deadlines
 from hpcbridge.cli.forecast import advise, forecast
 from hpcbridge.cli.ledger import ledger
 from hpcbridge.cli.options import EPILOG
@@ -31,6 +32,7 @@ for command in (
     *jobs.COMMANDS,
     workflow,
     priority,
+    deadlines,
     budget,
     clients,
     checkpoint,

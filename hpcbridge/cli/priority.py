@@ -23,7 +23,7 @@ from hpcbridge.cli.options import (
     reports_errors,
 )
 from hpcbridge.cli.workflow import LEDGER_OPTION, STATE_DIR_OPTION
-from hpcbridge.jobs.units import format_duration
+from hpcbridge.jobs.units import format_signed_duration, format_utc_minute
 
 if TYPE_CHECKING:
     from hpcbridge.policy.deadlines import Escalation
@@ -313,10 +313,10 @@ def _print_escalation(escalation: Escalation, *, as_json: bool, seconds: float) 
             click.echo(f"{slack.account}: no deadline")
             continue
         line = (
-            f"{slack.account}: due {slack.due:%Y-%m-%d %H:%M} UTC, "
-            f"time left {_duration(slack.time_left_s)}, "
-            f"remaining work {_duration(slack.remaining_s)} ({slack.running} running, "
-            f"{slack.queued} queued), slack {_duration(slack.slack_s)}: "
+            f"{slack.account}: due {format_utc_minute(slack.due)}, "
+            f"time left {format_signed_duration(slack.time_left_s)}, "
+            f"remaining work {format_signed_duration(slack.remaining_s)} ({slack.running} running, "
+            f"{slack.queued} queued), slack {format_signed_duration(slack.slack_s)}: "
             f"{slack.level or 'no raise'}"
         )
         click.echo(line)
@@ -333,7 +333,3 @@ def _print_escalation(escalation: Escalation, *, as_json: bool, seconds: float) 
         f"{len(escalation.changes)} queued jobs moved, {len(escalation.unchanged)} already in "
         f"place ({seconds:.2f} s)"
     )
-
-
-def _duration(seconds: int) -> str:
-    return ("-" if seconds < 0 else "") + format_duration(abs(seconds))

@@ -141,6 +141,52 @@ def report_grant(
         raise click.BadParameter(f"cannot write {out_path}: {exc}", param_hint="'--out'") from exc
 
 
+@report.command("sla")
+@click.option("--from", "start", type=_DATE, help="Start (UTC).  [default: --to's month start]")
+@click.option("--to", "end", type=_DATE, help="End, exclusive (UTC).  [default: now]")
+@click.option("--cluster", help="Only this cluster's deadlines and usage.")
+@click.option(
+    "--clients-of",
+    "site",
+    metavar="SITE",
+    help="Take each client's guaranteed share (and the cluster) from this site's clients.",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(("markdown", "html", "csv", "json")),
+    default="markdown",
+    show_default=True,
+)
+@LEDGER_OPTION
+@reports_errors
+def report_sla(
+    *,
+    start: datetime | None,
+    end: datetime | None,
+    cluster: str | None,
+    site: str | None,
+    output_format: str,
+    ledger_url: str | None,
+) -> None:
+    """Per client: deadlines due in the period, share met, median lateness of the missed, and
+    core-hours used against the guaranteed share. Run `hpcbridge deadlines` first (cron) so
+    that deadlines whose work is over are recorded as met or missed."""
+    from hpcbridge.ledger.store import Ledger
+    from hpcbridge.reports.sla import render, sla_report
+    from hpcbridge.site import SiteConfig
+
+    start, end = _period(start, end)
+    shares = None
+    if site is not None:
+        config = SiteConfig.load(site)
+        shares = {name: client.share for name, client in config.clients.items()}
+        cluster = cluster or config.cluster_name or config.name
+    with Ledger.open(ledger_url, upgrade=False) as opened:
+        result = sla_report(opened, start, end, cluster=cluster, shares=shares)
+    click.echo(render(result, output_format), nl=False)
+
+
 def _period(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
     """--from and --to as UTC: --to defaults to now, --from to the start of --to's month."""
     end = end or datetime.now(UTC)

@@ -64,12 +64,25 @@ def workflow() -> None:
 
 @workflow.command()
 @click.argument("workflow_file", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Submit even when the deadline looks infeasible.")
+@click.option(
+    "--on-risk",
+    type=click.Choice(["warn", "raise"]),
+    help="A deadline at risk: only say so, or raise every stage a level  [default: the site's]",
+)
 @SITE_OPTION
 @_store_options
 @JSON_OPTION
 @reports_errors
 def submit(
-    workflow_file: str, site: str, state_dir: str | None, ledger_url: str | None, as_json: bool
+    workflow_file: str,
+    *,
+    force: bool,
+    on_risk: str | None,
+    site: str,
+    state_dir: str | None,
+    ledger_url: str | None,
+    as_json: bool,
 ) -> None:
     """Validate WORKFLOW_FILE, submit every stage, and print the workflow id.
 
@@ -80,33 +93,38 @@ def submit(
     is checked first against its accounts' budgets in the ledger (--ledger, else
     $HPCBRIDGE_LEDGER, else the private ledger, as for `hpcbridge submit`): over budget it is
     refused whole (exit 4), or with on_exhausted: hold submitted with its entry stages held.
+
+    A workflow with a deadline is estimated first (likely, at risk, infeasible, with the
+    numbers, from the same ledger): infeasible is refused (exit 3) unless --force.
     """
     from hpcbridge.errors import HpcBridgeError
     from hpcbridge.workflows.run import submit_workflow
     from hpcbridge.workflows.segments import workflow_from_file
 
     site_ref = os.path.abspath(site) if os.path.isfile(site) else site
-    with (
-        workflow_store(state_dir, ledger_url) as store,
-        _open(site_ref) as cluster,
-        budget_ledger(cluster, ledger_url) as ledger,
-        _progress(as_json, "submitting") as progress,
-    ):
+    with workflow_store(state_dir, ledger_url) as store, _open(site_ref) as cluster:
         spec = workflow_from_file(workflow_file, cluster.site)
-        try:
-            record = submit_workflow(
-                cluster,
-                spec,
-                store,
-                site=site_ref,
-                progress=progress,
-                ledger=ledger,
-                notify=_warn,
-            )
-        except HpcBridgeError as error:
-            for note in getattr(error, "__notes__", []):  # which workflow id to resume
-                click.echo(note, err=True)
-            raise
+        deadline = spec.deadline is not None
+        with (
+            policy_ledger(cluster, ledger_url, deadline=deadline) as ledger,
+            _progress(as_json, "submitting") as progress,
+        ):
+            try:
+                record = submit_workflow(
+                    cluster,
+                    spec,
+                    store,
+                    site=site_ref,
+                    progress=progress,
+                    ledger=ledger,
+                    notify=_warn,
+                    force=force,
+                    on_risk=on_risk,
+                )
+            except HpcBridgeError as error:
+                for note in getattr(error, "__notes__", []):  # which workflow id to resume
+                    click.echo(note, err=True)
+                raise
     _print_jobs(record, record.workflow.order(), as_json)
 
 
@@ -173,7 +191,7 @@ def resume(
     with (
         workflow_store(state_dir, ledger_url) as store,
         open_recorded(store.load(workflow_id), site) as cluster,
-        budget_ledger(cluster, ledger_url) as ledger,
+        policy_ledger(cluster, ledger_url) as ledger,
         _progress(as_json, "resubmitting") as progress,
     ):
         record, rerun, skipped = resume_workflow(
@@ -266,14 +284,17 @@ def workflow_store(state_dir: str | None, ledger_url: str | None) -> Iterator[Wo
 
 
 @contextmanager
-def budget_ledger(cluster: Cluster, ledger_url: str | None) -> Iterator[Ledger | None]:
-    """The ledger budgets are read from, on a site with budgets (else None, and none opened).
+def policy_ledger(
+    cluster: Cluster, ledger_url: str | None, *, deadline: bool = False
+) -> Iterator[Ledger | None]:
+    """The ledger budgets and deadlines are read from, on a site with budgets or for a
+    workflow with a ``deadline`` (else None, and none opened).
 
     The same --ledger as the workflow store's when given; without one, the store is the state
-    files but budgets still need a ledger, so the private one is read, as `hpcbridge submit`
-    reads it.
+    files but budgets and deadlines still need a ledger, so the private one is read, as
+    `hpcbridge submit` reads it.
     """
-    if not cluster.site.budgets.accounts:
+    if not cluster.site.budgets.accounts and not deadline:
         yield None
         return
     from hpcbridge.ledger.store import Ledger

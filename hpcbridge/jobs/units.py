@@ -8,6 +8,7 @@ them in its own dialect and comparisons against site limits are exact.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 # sbatch(1), --time: "minutes", "minutes:seconds", "hours:minutes:seconds", "days-hours",
 # "days-hours:minutes" and "days-hours:minutes:seconds".
@@ -46,6 +47,19 @@ def format_duration(seconds: int) -> str:
     days, hrs = divmod(hours, 24)
     clock = f"{hrs:02d}:{mins:02d}:{secs:02d}"
     return f"{days}-{clock}" if days else clock
+
+
+def format_signed_duration(seconds: float | None) -> str:
+    """A duration that may be negative (a slack, a lateness): -HH:MM:SS; "-" for None."""
+    if seconds is None:
+        return "-"
+    whole = round(seconds)
+    return ("-" if whole < 0 else "") + format_duration(abs(whole))
+
+
+def format_utc_minute(moment: datetime | None) -> str:
+    """A moment as people read it in a report line: 2026-12-03 18:00 UTC; "-" for None."""
+    return "-" if moment is None else f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
 
 
 def format_hours_clock(seconds: int) -> str:

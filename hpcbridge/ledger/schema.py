@@ -275,3 +275,24 @@ class ProjectDeadline(Base):
     due: Mapped[datetime] = mapped_column(UtcTime)
     set_at: Mapped[datetime] = mapped_column(UtcTime)
     set_by: Mapped[str] = mapped_column(String(128))
+
+
+class TrackedDeadline(Base):
+    """A job or workflow submitted with a deadline: what was expected at submit, and once it
+    is over, whether it met the deadline (the SLA report counts these per client)."""
+
+    __tablename__ = "tracked_deadlines"
+    __table_args__ = (UniqueConstraint("cluster", "kind", "ref"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    cluster: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16))  # "job" or "workflow"
+    ref: Mapped[str] = mapped_column(String(255))  # the job id or the workflow id
+    name: Mapped[str] = mapped_column(Text)
+    client: Mapped[str | None] = mapped_column(String(128))  # the account
+    deadline: Mapped[datetime] = mapped_column(UtcTime)
+    submitted_at: Mapped[datetime] = mapped_column(UtcTime)
+    verdict: Mapped[str] = mapped_column(String(16))  # at submit
+    expected_finish: Mapped[datetime] = mapped_column(UtcTime)  # at submit
+    finished_at: Mapped[datetime | None] = mapped_column(UtcTime)
+    outcome: Mapped[str | None] = mapped_column(String(16))  # "met", "missed"; None: not over

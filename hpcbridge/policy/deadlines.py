@@ -28,7 +28,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from hpcbridge.errors import ForecastError, SpecError
-from hpcbridge.jobs.units import format_duration
+from hpcbridge.jobs.units import format_signed_duration as _clock
+from hpcbridge.jobs.units import format_utc_minute
 from hpcbridge.policy.levels import LevelChange, apply_changes, recorded_changes
 from hpcbridge.policy.queue import QueuedJob, account_queue
 
@@ -220,18 +221,13 @@ def _reason(slack: Slack, target: str, own: str | None) -> str:
     if slack.due is None:
         return f"deadline of {slack.account} cleared: back to {target}"
     numbers = (
-        f"slack {_hours(slack.slack_s)} = time left {_hours(slack.time_left_s)} - "
-        f"predicted remaining work {_hours(slack.remaining_s)}"
+        f"slack {_clock(slack.slack_s)} = time left {_clock(slack.time_left_s)} - "
+        f"predicted remaining work {_clock(slack.remaining_s)}"
     )
-    when = f"deadline {slack.due.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+    when = f"deadline {format_utc_minute(slack.due)}"
     if target == slack.level and target != own:
         return f"{when}: {numbers}; raised to {target}"
     return f"{when}: {numbers}; back to {target}"
-
-
-def _hours(seconds: int) -> str:
-    sign = "-" if seconds < 0 else ""
-    return sign + format_duration(abs(seconds))
 
 
 def _histories(ledger: Ledger, users: Iterable[str]) -> dict[str, RuntimeHistory]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, field_validator, model_validator
 
 from hpcbridge.errors import SpecError
 from hpcbridge.jobs.spec import JobSpec, Token, validated
@@ -72,6 +72,19 @@ class Workflow(BaseModel):
     name: Token
     stages: tuple[JobSpec, ...]
     campaign: Campaign | None = None
+    # When the whole workflow must be done: every stage without an earlier deadline of its
+    # own gets it (Slurm --deadline), and ``workflow submit`` checks it can be met.
+    deadline: AwareDatetime | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _deadline_to_stages(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("deadline") is None:
+            return data
+        stages = data.get("stages")
+        if isinstance(stages, list | tuple):
+            data = {**data, "stages": [_with_deadline(stage, data["deadline"]) for stage in stages]}
+        return data
 
     @field_validator("name")
     @classmethod
@@ -85,6 +98,12 @@ class Workflow(BaseModel):
     def _valid_graph(self) -> Workflow:
         check_stages(self.stages)
         check_acyclic(self)
+        for stage in self.stages:
+            if self.deadline and stage.deadline and stage.deadline > self.deadline:
+                raise ValueError(
+                    f"stage {stage.name}: its deadline {stage.deadline} is after the "
+                    f"workflow's {self.deadline}"
+                )
         return self
 
     @classmethod
@@ -198,3 +217,12 @@ def check_acyclic(workflow: Workflow) -> None:
         raise ValueError(
             f"stages depend on each other in a cycle: {' -> '.join([*cycle, cycle[0]])}"
         ) from None
+
+
+def _with_deadline(stage: Any, deadline: Any) -> Any:
+    """A stage given the workflow's deadline unless it has one of its own."""
+    if isinstance(stage, dict) and stage.get("deadline") is None:
+        return {**stage, "deadline": deadline}
+    if isinstance(stage, JobSpec) and stage.deadline is None:
+        return {**stage.model_dump(exclude_unset=True), "deadline": deadline}
+    return stage

@@ -67,16 +67,28 @@ def submit_workflow(
     progress: Callable[[int, int], None] | None = None,
     ledger: Ledger | None = None,
     notify: Callable[[str], None] | None = None,
+    force: bool = False,
+    on_risk: str | None = None,
 ) -> WorkflowRecord:
     """Submit every stage with native dependencies; the record is saved even if one fails,
     and the error then carries a note naming the workflow id to resume.
 
     ``site`` is what a later process passes to Cluster.from_site (default: the site's name).
-    With a ``ledger`` and a site with budgets, the whole workflow is first checked against
-    them (:func:`_check_budgets`); ``notify`` hears the warnings and which stages wait held.
+    With a ``ledger``, a workflow deadline is checked first (refused when infeasible unless
+    ``force``; at risk, raised a level with ``on_risk`` ``raise``) and then tracked, and on a
+    site with budgets the whole workflow is checked against them (:func:`_check_budgets`);
+    ``notify`` hears the verdict, the warnings and which stages wait held.
     """
+    from hpcbridge.workflows.deadlines import plan_workflow, track_workflow
     from hpcbridge.workflows.store import WorkflowRecord
 
+    feasibility = None
+    if ledger is not None:
+        workflow, feasibility = plan_workflow(
+            cluster, ledger, workflow, force=force, on_risk=on_risk, notify=notify
+        )
+    elif workflow.deadline is not None and notify is not None:
+        notify(f"workflow {workflow.name}: its deadline is not checked without a ledger")
     record = WorkflowRecord.new(workflow, site or cluster.site.name)
     order = workflow.order()
     _check_site(cluster, workflow, order)
@@ -92,6 +104,8 @@ def submit_workflow(
     finally:
         store.save(record)
         _record_waiting(cluster, record, held)
+    if ledger is not None and feasibility is not None:
+        track_workflow(cluster, ledger, record, feasibility)
     return record
 
 

@@ -55,6 +55,7 @@ EXPECTED = {
     ("ledger", "sync"): CLUSTER_AND_LEDGER,
     ("report", "usage"): LEDGER_ONLY,  # clusters in the ledger: --cluster
     ("report", "grant"): LEDGER_ONLY,
+    ("report", "sla"): LEDGER_ONLY,  # shares from a site's clients: --clients-of
     ("forecast", "usage"): LEDGER_ONLY,
     ("forecast", "budget"): LEDGER_ONLY,
     ("forecast", "evaluate"): NEITHER,  # a trace file only
@@ -64,6 +65,7 @@ EXPECTED = {
     ("priority", "rerank"): CLUSTER_AND_LEDGER,  # a campaign's records; changes in the ledger
     ("priority", "deadline"): CLUSTER_AND_LEDGER,  # the deadline kept in the ledger
     ("priority", "deadlines"): CLUSTER_AND_LEDGER,
+    ("deadlines", "check"): CLUSTER_AND_LEDGER,  # the scheduler's estimate, the ledger's history
     ("budget", "show"): CLUSTER_AND_LEDGER,  # the queue's commitments, the ledger's usage
     ("budget", "release"): CLUSTER_AND_LEDGER,
     ("budget", "sync"): CLUSTER_AND_LEDGER,  # limits from the ledger's allocations
