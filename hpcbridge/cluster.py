@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from hpcbridge.backends.base import Backend
 from hpcbridge.errors import (
@@ -27,6 +27,9 @@ from hpcbridge.jobs.state import JobInfo, JobState
 from hpcbridge.site import SiteConfig
 from hpcbridge.transports.base import Transport
 from hpcbridge.transports.local import LocalTransport
+
+if TYPE_CHECKING:
+    from hpcbridge.executor.pool import ClusterExecutor
 
 # wait() polls quickly at first, when short jobs finish, then backs off while nothing changes.
 _FIRST_POLL_S = 0.25
@@ -247,6 +250,26 @@ class Cluster:
     def check(self) -> str:
         """Reach the scheduler; returns what it said."""
         return self.backend.describe()
+
+    def executor(
+        self, *, python: str | None = None, root: str | Path | None = None, **job_defaults: Any
+    ) -> ClusterExecutor:
+        """A concurrent.futures.Executor running Python calls as jobs of this cluster.
+
+        ``job_defaults`` are JobSpec fields for every call's job (resources, partition, ...);
+        the worker runs under ``python`` (default: this interpreter's path, which the nodes
+        must have too); call folders go under ``root`` (default ``./.hpcbridge-tasks``), which
+        the compute nodes must share. Needs cloudpickle: ``pip install 'hpcbridge[executor]'``.
+        """
+        try:  # cloudpickle is an optional extra: only executors load it
+            from hpcbridge.executor.pool import ClusterExecutor
+        except ModuleNotFoundError as exc:
+            if exc.name != "cloudpickle":
+                raise
+            raise ConfigError(
+                "Cluster.executor needs cloudpickle: pip install 'hpcbridge[executor]'"
+            ) from exc
+        return ClusterExecutor(self, python=python, root=root, **job_defaults)
 
     def close(self) -> None:
         """Release the transport's connections."""

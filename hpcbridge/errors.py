@@ -25,8 +25,16 @@ may succeed::
     ├── WorkflowError                   a workflow id is unknown or its stored state unusable
     ├── CheckpointError                 no valid checkpoint, or a manifest cannot be read
     ├── ForecastError                   too little history to forecast or advise from
-    └── BudgetExceeded                  a job's worst case does not fit what its account (or
-                                        user) has left; the numbers and the knob named
+    ├── BudgetExceeded                  a job's worst case does not fit what its account (or
+    │                                   user) has left; the numbers and the knob named
+    └── TaskError                       a Python function run as a job (cluster.executor())
+        │                               gave no result
+        ├── JobKilled                   the scheduler ended its job (TIMEOUT, OUT_OF_MEMORY,
+        │                               NODE_FAIL, CANCELLED, ...): state and stderr tail kept
+        ├── WorkerError                 the worker's Python could not run it (a module it
+        │                               cannot import, another Python or hpcbridge version)
+        └── RemoteError                 it raised an exception that cannot be rebuilt here
+                                        (type name and remote traceback kept)
 """
 
 from __future__ import annotations
@@ -147,3 +155,39 @@ class BudgetExceeded(HpcBridgeError):
 class DeadlineInfeasible(SpecError):
     """A job or workflow cannot finish before its deadline (the estimate says why); refused
     at submit unless forced."""
+
+
+class TaskError(HpcBridgeError):
+    """A function submitted through ``Cluster.executor()`` gave no result. Its job's id and
+    the folder holding its call, result and stderr are kept, so the user can look."""
+
+    def __init__(self, message: str, *, job_id: str, folder: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.folder = folder
+
+
+class JobKilled(TaskError):
+    """The scheduler ended the function's job before it returned (its time limit, memory,
+    a node failure, a cancellation): what to change is the job, not the function, so the
+    state and the last lines the job wrote to stderr are carried to say which."""
+
+    def __init__(self, message: str, *, job_id: str, folder: str, state: str, stderr_tail: str):
+        super().__init__(message, job_id=job_id, folder=folder)
+        self.state = state
+        self.stderr_tail = stderr_tail
+
+
+class WorkerError(TaskError):
+    """The compute node's Python could not run the function: it cannot import a module the
+    function needs (or hpcbridge, or cloudpickle), or it is another Python or hpcbridge
+    version than the client's, whose pickles it would misread."""
+
+
+class RemoteError(TaskError):
+    """The function raised an exception that cannot be rebuilt here (its class is not
+    importable, or it would not pickle); its type name and remote traceback are the message."""
+
+    def __init__(self, message: str, *, job_id: str, folder: str, remote_type: str) -> None:
+        super().__init__(message, job_id=job_id, folder=folder)
+        self.remote_type = remote_type

@@ -25,6 +25,7 @@ LAYERS = (
     "forecast",
     "ledger",
     "cluster",
+    "executor",
     "backends",
     "transports",
     "site",

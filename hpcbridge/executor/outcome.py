@@ -1,0 +1,90 @@
+"""What became of a task, as the client raises it: the value, the function's own exception
+with its remote traceback attached, or a TaskError saying why there is no result."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from hpcbridge.errors import JobKilled, RemoteError, TaskError, WorkerError
+from hpcbridge.executor import payload
+from hpcbridge.jobs.state import JobInfo, JobState
+
+# How much of the job's stderr an error carries: the end is where the cause is.
+STDERR_LINES = 20
+_STDERR_BYTES = 8192
+# ``python -m`` of a missing package, or a module missing under it, on the worker.
+_NO_MODULE = re.compile(r"No module named '?([\w.]+)'?")
+
+
+def result_exists(folder: Path) -> bool:
+    """The worker wrote its result (atomically: it is whole once it is there)."""
+    return (folder / payload.RESULT_FILE).exists()
+
+
+def returned(job_id: str, folder: Path) -> Any:
+    """The function's value; raises what it raised, or the worker's complaint."""
+    try:
+        outcome = payload.load_outcome((folder / payload.RESULT_FILE).read_bytes())
+    except Exception as exc:  # a class of the remote exception not importable here, say
+        raise RemoteError(
+            f"job {job_id}: its result cannot be read here ({exc}); it is in {folder}",
+            job_id=job_id,
+            folder=str(folder),
+            remote_type=type(exc).__name__,
+        ) from exc
+    if outcome["kind"] == "returned":
+        return outcome["value"]
+    if outcome["kind"] == "worker":
+        raise WorkerError(f"job {job_id}: {outcome['message']}", job_id=job_id, folder=str(folder))
+    exception = outcome["exception"]
+    if not isinstance(exception, BaseException):
+        raise RemoteError(
+            f"job {job_id} raised {outcome['type']}, which could not be sent back\n"
+            f"{outcome['traceback']}",
+            job_id=job_id,
+            folder=str(folder),
+            remote_type=outcome["type"],
+        )
+    exception.add_note(outcome["traceback"].rstrip())
+    raise exception
+
+
+def no_result(job_id: str, folder: Path, info: JobInfo) -> TaskError:
+    """The error for a job that ended without a result: the scheduler killed it, or the
+    worker never got as far as running the call (no Python there, no hpcbridge in it)."""
+    tail = stderr_tail(folder)
+    shown = f"; the end of its stderr ({folder / payload.STDERR_FILE}):\n{tail}" if tail else ""
+    if info.state not in (JobState.COMPLETED, JobState.FAILED):
+        reason = f" ({info.reason})" if info.reason else ""
+        return JobKilled(
+            f"job {job_id} was ended by the scheduler: {info.state.value}{reason}{shown}",
+            job_id=job_id,
+            folder=str(folder),
+            state=info.state.value,
+            stderr_tail=tail,
+        )
+    missing = _NO_MODULE.search(tail)
+    if missing:
+        cause = (
+            f"the worker's Python cannot import {missing.group(1)!r}: install hpcbridge[executor] "
+            "for the interpreter the executor runs (its python=)"
+        )
+    elif info.exit_code == 127:
+        cause = "the worker's Python was not found: give the executor a python= the nodes have"
+    else:
+        cause = f"the worker exited with code {info.exit_code} before writing a result"
+    return WorkerError(f"job {job_id}: {cause}{shown}", job_id=job_id, folder=str(folder))
+
+
+def stderr_tail(folder: Path, lines: int = STDERR_LINES) -> str:
+    """The last ``lines`` lines the job wrote to its stderr ('' when it wrote none)."""
+    try:
+        with (folder / payload.STDERR_FILE).open("rb") as stream:
+            size = stream.seek(0, 2)
+            stream.seek(max(0, size - _STDERR_BYTES))
+            text = stream.read().decode(errors="replace")
+    except FileNotFoundError:
+        return ""
+    return "\n".join(text.rstrip("\n").splitlines()[-lines:])
