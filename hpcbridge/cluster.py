@@ -343,6 +343,11 @@ class Cluster:
                 f"job {job.name}: checkpoint.total_runtime makes it a chain of segments; submit "
                 "it with `hpcbridge workflow submit FILE` or hpcbridge.submit_segments"
             )
+        if job.preview is not None:
+            raise SpecError(
+                f"job {job.name}: preview makes it two arrays, the coarse one first; submit "
+                "it with `hpcbridge workflow submit FILE` (hpcbridge.workflows.preview)"
+            )
         job = self.site.prepare(job)
         if not job.depends_on:
             return job

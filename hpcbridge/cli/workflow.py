@@ -156,6 +156,62 @@ def status(
         )
         return
     _print_table(stages, held)
+    if all(stage.outputs for stage in record.workflow.stages) and any(
+        stage.array for stage in record.workflow.stages
+    ):
+        from hpcbridge.workflows.preview import frames
+
+        found = frames(record)
+        missing = f"; missing {found.missing_text}" if found.missing else ""
+        click.echo(f"outputs: {len(found.done)} of {found.total} done{missing}")
+
+
+@workflow.command()
+@click.argument("workflow_id")
+@click.option("--resubmit", is_flag=True, help="Submit the missing indices again, as one array.")
+@RECORDED_SITE_OPTION
+@_store_options
+@JSON_OPTION
+@reports_errors
+def frames(
+    workflow_id: str,
+    *,
+    resubmit: bool,
+    site: str | None,
+    state_dir: str | None,
+    ledger_url: str | None,
+    as_json: bool,
+) -> None:
+    """Which array indices of WORKFLOW_ID have their output (the stages' ``outputs`` pattern:
+    there and not empty) and which are missing; --resubmit runs the missing ones again."""
+    from hpcbridge.workflows.preview import frames as find_frames
+    from hpcbridge.workflows.preview import resubmit_missing
+
+    with workflow_store(state_dir, ledger_url) as store:
+        record = store.load(workflow_id)
+    found = find_frames(record)
+    job_id = None
+    if resubmit and found.missing:
+        with open_recorded(record, site) as cluster:
+            job_id = resubmit_missing(cluster, record, found)
+    if as_json:
+        echo_json(
+            {
+                "workflow_id": workflow_id,
+                "total": found.total,
+                "done": found.done,
+                "missing": found.missing,
+                "resubmitted_as": job_id,
+            }
+        )
+        return
+    click.echo(f"{len(found.done)} of {found.total} done")
+    if found.missing:
+        click.echo(f"missing: {found.missing_text}")
+    if job_id is not None:
+        click.echo(f"resubmitted the missing ones as job {job_id}")
+    elif resubmit:
+        click.echo("nothing missing; nothing submitted")
 
 
 @workflow.command()

@@ -200,6 +200,24 @@ def _not_blank(value: str) -> str:
 ShellText = Annotated[str, AfterValidator(_not_blank), AfterValidator(_runnable)]
 
 
+class PreviewSpec(_Model):
+    """A coarse first pass over an array (frames, a sweep): every ``every``-th index from the
+    first, or the indices ``first``, go in a preview array at ``level`` (default: the site's
+    highest) ahead of the rest, which follow ``after`` it or run ``alongside`` at the job's
+    own level. hpcbridge.workflows.preview makes the two arrays a workflow."""
+
+    every: int | None = Field(None, ge=2)
+    first: list[int] = []
+    then: Literal["after", "alongside"] = "after"
+    level: Token | None = None
+
+    @model_validator(mode="after")
+    def _one_choice(self) -> PreviewSpec:
+        if (self.every is None) == (not self.first):
+            raise ValueError("give exactly one of every and first")
+        return self
+
+
 class CheckpointSpec(_Model):
     """Checkpoint/restart around a job, done by a bash wrapper in the script (checkpoint.sh.j2).
 
@@ -271,6 +289,10 @@ class JobSpec(_Model):
     modules: list[Token] = []
     setup: list[Annotated[str, AfterValidator(_runnable)]] = []
     checkpoint: CheckpointSpec | None = None
+    preview: PreviewSpec | None = None
+    # Where each array task writes its result ("frames/f{index:04d}.png", relative to
+    # workdir): a task is done when its file is there and not empty (workflow frames).
+    outputs: str | None = None
     # Submitted held (sbatch --hold, qsub -h): it waits until released, as a budget hold does.
     hold: bool = False
     # Nodes the job must not run on (sbatch --exclude): set by workflow resume after a node
@@ -305,6 +327,7 @@ class JobSpec(_Model):
             raise ValueError("give exactly one of command or script")
         if self.begin and self.deadline and self.deadline <= self.begin:
             raise ValueError(f"deadline {self.deadline} is not after begin {self.begin}")
+        self._check_preview()
         if self.checkpoint is not None:
             if self.signal is not None and self.signal != self.checkpoint.signal:
                 raise ValueError(
@@ -317,6 +340,26 @@ class JobSpec(_Model):
                     "must be requeueable (or set on_limit: exit)"
                 )
         return self
+
+    def _check_preview(self) -> None:
+        if self.outputs is not None:
+            try:
+                self.outputs.format(index=0)
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ValueError(
+                    f"outputs: {self.outputs!r} is not a pattern with {{index}} only ({exc})"
+                ) from None
+            if "{index" not in self.outputs:
+                raise ValueError(f"outputs: {self.outputs!r} must hold {{index}}")
+            if not Path(self.outputs).is_absolute() and self.workdir is None:
+                raise ValueError("outputs: a relative pattern needs a workdir to be found in")
+        if self.preview is None:
+            return
+        if self.array is None:
+            raise ValueError("preview: only an array has a coarse first pass; give array")
+        unknown = sorted(set(self.preview.first) - set(self.array_indices()))
+        if unknown:
+            raise ValueError(f"preview.first: {unknown} are not indices of array {self.array}")
 
     @property
     def warning_signal(self) -> SignalSpec | None:

@@ -97,7 +97,8 @@ def plan_segments(spec: JobSpec, site: SiteConfig) -> Workflow:
 
 
 def workflow_from_file(path: str | Path, site: SiteConfig) -> Workflow:
-    """A workflow file's stages, or the segments of a job file that asks for a total runtime.
+    """A workflow file's stages, the segments of a job file that asks for a total runtime, or
+    the preview and rest arrays of a job file with ``preview``.
 
     ``hpcbridge workflow submit`` takes either, so a months-long run is submitted, watched and
     resumed with the same commands as any workflow.
@@ -108,6 +109,10 @@ def workflow_from_file(path: str | Path, site: SiteConfig) -> Workflow:
         data = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError):
         data = None  # from_yaml below reports it, with the reason
+    if isinstance(data, dict) and "stages" not in data and "preview" in data:
+        from hpcbridge.workflows.preview import plan_preview
+
+        return plan_preview(JobSpec.from_yaml(path), site)
     if isinstance(data, dict) and "stages" not in data and "checkpoint" in data:
         return plan_segments(JobSpec.from_yaml(path), site)
     return Workflow.from_yaml(path)

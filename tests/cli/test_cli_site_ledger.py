@@ -47,6 +47,7 @@ EXPECTED = {
     ("workflow", "status"): CLUSTER_AND_LEDGER,
     ("workflow", "resume"): CLUSTER_AND_LEDGER,
     ("workflow", "show"): CLUSTER_AND_LEDGER,
+    ("workflow", "frames"): CLUSTER_AND_LEDGER,  # --resubmit on the workflow's own site
     ("checkpoint", "list"): NEITHER,  # a directory on this machine
     ("checkpoint", "verify"): NEITHER,
     ("checkpoint", "history"): CLUSTER,  # sacct of the site
@@ -79,6 +80,7 @@ RECORDED_SITE = {
     ("workflow", "status"),
     ("workflow", "resume"),
     ("workflow", "show"),
+    ("workflow", "frames"),
     ("priority", "set"),  # a workflow's own site, else (for job ids) $HPCBRIDGE_SITE
     ("priority", "rerank"),  # the campaign's workflows' own site
 }
