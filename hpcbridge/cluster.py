@@ -348,6 +348,12 @@ class Cluster:
                 f"job {job.name}: preview makes it two arrays, the coarse one first; submit "
                 "it with `hpcbridge workflow submit FILE` (hpcbridge.workflows.preview)"
             )
+        if job.begin_cheapest:
+            raise SpecError(
+                f"job {job.name}: begin: cheapest needs the run-time estimate and the site's "
+                "tariff; submit it with `hpcbridge submit FILE` or hpcbridge.policy.energy."
+                "plan_energy, which sets begin"
+            )
         job = self.site.prepare(job)
         if not job.depends_on:
             return job

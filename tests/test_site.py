@@ -72,6 +72,11 @@ def test_relative_paths_are_taken_from_the_config_file(tmp_path: Path) -> None:
         ("scheduler: slurm\nclients: {a: {share: 60, max: 50}}\n", "max (50) is below the"),
         ("scheduler: slurm\ndeadlines: {margin: 1.5}\n", "deadlines.margin"),
         (
+            "scheduler: slurm\nenergy: {windows: [{start: '25:00', end: '07:00', price: 1}]}\n",
+            "energy.windows.0.start",
+        ),
+        ("scheduler: slurm\nenergy: {timezone: Mars/Olympus}\n", "not an IANA time zone name"),
+        (
             "scheduler: slurm\npriorities: {levels: {low: {}}, deadlines: "
             "{physics: '2026-12-24T00:00:00'}}\n",
             "priorities.deadlines.physics: Input should have timezone info",

@@ -127,10 +127,8 @@ def submit(
         if sweep_file is not None:
             job_ids = _submit_sweep(cluster, spec, sweep_file, limit, max_array_size)
             answer = {"job_ids": job_ids}
-        elif spec.deadline is not None:
-            job_id, held = _submit_with_deadline(
-                cluster, spec, ledger_url, force=force, on_risk=on_risk
-            )
+        elif spec.deadline is not None or spec.begin_cheapest:
+            job_id, held = _submit_planned(cluster, spec, ledger_url, force=force, on_risk=on_risk)
             job_ids = [job_id]
             answer = {"job_id": job_id, "held_for_budget": held}
         else:
@@ -173,19 +171,22 @@ def _submit_sweep(
     return cluster.submit_many(specs, limit=limit, max_array_size=max_array_size)
 
 
-def _submit_with_deadline(
+def _submit_planned(
     cluster: Cluster, spec: JobSpec, ledger_url: str | None, *, force: bool, on_risk: str | None
 ) -> tuple[str, bool]:
-    """Check the deadline (hpcbridge.policy.feasibility), submit (through the budget check on
-    a site with budgets), and track it; the verdict goes to stderr."""
+    """Pick the cheapest start (hpcbridge.policy.energy) for ``begin: cheapest``, check the
+    deadline (hpcbridge.policy.feasibility), submit (through the budget check on a site with
+    budgets), and track the deadline; the plan and the verdict go to stderr."""
     from datetime import UTC, datetime
 
     from hpcbridge.ledger.store import Ledger
+    from hpcbridge.policy.energy import plan_energy
     from hpcbridge.policy.feasibility import plan_job, track
 
     with Ledger.open(ledger_url) as ledger:
+        started, _ = plan_energy(cluster, ledger, spec, notify=_say)
         planned, feasibility = plan_job(
-            cluster, ledger, spec, force=force, on_risk=on_risk, notify=_say
+            cluster, ledger, started, force=force, on_risk=on_risk, notify=_say
         )
     submitted_at = datetime.now(UTC)
     held = False

@@ -279,6 +279,9 @@ class JobSpec(_Model):
     requeue: bool | None = None
     signal: SignalSpec | None = None
     begin: datetime | None = None
+    # ``begin: cheapest`` in a job file: start when power costs least (the site's energy
+    # tariff) and the job still meets its deadline; hpcbridge.policy.energy sets ``begin``.
+    begin_cheapest: bool = False
     deadline: datetime | None = None
     nice: int | None = Field(None, ge=-10000, le=10000)
     priority: Token | None = None  # a level of the site (SiteConfig.priorities): QOS and nice
@@ -315,6 +318,13 @@ class JobSpec(_Model):
             if "\x00" in value:
                 raise ValueError(f"{key}: {value!r} holds a NUL byte, which no variable can hold")
         return env
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cheapest_begin(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("begin") == "cheapest":
+            return {**data, "begin": None, "begin_cheapest": True}
+        return data
 
     @field_validator("depends_on", mode="before")
     @classmethod

@@ -106,8 +106,9 @@ def check_deadline(
     problems: list[str] = []
     for spec in stages:
         waits_on = [estimates[name] for name in parents.get(spec.name, ())]
-        ready = max([moment] + [stage.finish for stage in waits_on])
-        ready_high = max([moment] + [stage.finish_high for stage in waits_on])
+        earliest = max(moment, spec.begin.astimezone(UTC)) if spec.begin else moment
+        ready = max([earliest] + [stage.finish for stage in waits_on])
+        ready_high = max([earliest] + [stage.finish_high for stage in waits_on])
         run, run_high, run_basis = _run_time(history, user, spec)
         if spec.name in (started or {}):
             began = (started or {})[spec.name]
