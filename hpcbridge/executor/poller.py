@@ -167,8 +167,8 @@ def _settle(task: Task, compute: Callable[[], Any]) -> None:
     except BaseException as exc:
         task.future.set_exception(exc)
         return
-    task.future.set_result(value)
     shutil.rmtree(task.folder, ignore_errors=True)
+    task.future.set_result(value)
 
 
 def _fail(task: Task, error: BaseException) -> None:
