@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import click
 
-from hpcbridge.cli.options import LEDGER_OPTION, UtcDate, reports_errors
+from hpcbridge.cli.options import LEDGER_OPTION, SITE_OPTION, UtcDate, reports_errors
 
 
 @click.group()
@@ -184,6 +184,42 @@ def report_sla(
         cluster = cluster or config.cluster_name or config.name
     with Ledger.open(ledger_url, upgrade=False) as opened:
         result = sla_report(opened, start, end, cluster=cluster, shares=shares)
+    click.echo(render(result, output_format), nl=False)
+
+
+@report.command("energy")
+@click.option("--from", "start", type=_DATE, help="Start (UTC).  [default: --to's month start]")
+@click.option("--to", "end", type=_DATE, help="End, exclusive (UTC).  [default: now]")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(("markdown", "csv", "json")),
+    default="markdown",
+    show_default=True,
+)
+@SITE_OPTION
+@LEDGER_OPTION
+@reports_errors
+def report_energy(
+    *,
+    start: datetime | None,
+    end: datetime | None,
+    output_format: str,
+    site: str,
+    ledger_url: str | None,
+) -> None:
+    """Per account: core- and GPU-hours run on the site's cluster in the period, and the kWh
+    and cost they are estimated to have taken (the site's energy: watts and tariff)."""
+    from hpcbridge.ledger.store import Ledger
+    from hpcbridge.reports.energy import energy_report, render
+    from hpcbridge.site import SiteConfig
+
+    start, end = _period(start, end)
+    config = SiteConfig.load(site)
+    with Ledger.open(ledger_url, upgrade=False) as opened:
+        result = energy_report(
+            opened, config.energy, start, end, cluster=config.cluster_name or config.name
+        )
     click.echo(render(result, output_format), nl=False)
 
 

@@ -12,12 +12,11 @@ is among: now, a window edge, or a window edge minus the run time; each is price
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
-from itertools import pairwise
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo
 
 from hpcbridge.errors import SpecError
+from hpcbridge.reports.energy import run_cost, window_edges
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -53,31 +52,6 @@ class EnergyPlan:
         )
 
 
-def price_at(options: EnergyOptions, moment: datetime) -> float:
-    """The price per kWh at ``moment``: the window holding its clock time, else ``price``."""
-    clock = moment.astimezone(ZoneInfo(options.timezone)).time()
-    for window in options.windows:
-        start, end = _clock(window.start), _clock(window.end)
-        inside = start <= clock < end if start <= end else (clock >= start or clock < end)
-        if inside:
-            return window.price
-    return options.price
-
-
-def run_cost(options: EnergyOptions, start: datetime, run_s: int, power_w: float) -> float:
-    """The cost of ``power_w`` watts from ``start`` for ``run_s`` seconds, segment by segment
-    between the tariff's window edges."""
-    end = start + timedelta(seconds=run_s)
-    cuts = sorted(
-        {start, end, *(edge for edge in _edges(options, start, end) if start < edge < end)}
-    )
-    kwh_per_second = power_w / 1000 / 3600
-    return sum(
-        price_at(options, left) * kwh_per_second * (right - left).total_seconds()
-        for left, right in pairwise(cuts)
-    )
-
-
 def cheapest_start(
     options: EnergyOptions,
     *,
@@ -93,7 +67,7 @@ def cheapest_start(
             f"begin: cheapest: no start from now lets the job end before its deadline "
             f"(it should have started by {last.astimezone(UTC):%Y-%m-%d %H:%M} UTC)"
         )
-    edges = list(_edges(options, now, last + timedelta(seconds=run_s)))
+    edges = list(window_edges(options, now, last + timedelta(seconds=run_s)))
     candidates = {now, last}
     candidates |= {edge for edge in edges if now <= edge <= last}
     shifted = (edge - timedelta(seconds=run_s) for edge in edges)
@@ -145,23 +119,3 @@ def plan_energy(
     if notify is not None:
         notify(plan.describe(f"job {spec.name}"))
     return spec.model_copy(update={"begin": plan.start, "begin_cheapest": False}), plan
-
-
-def _edges(options: EnergyOptions, start: datetime, end: datetime) -> list[datetime]:
-    """Every window edge from the day before ``start`` to the day after ``end``, in UTC."""
-    zone = ZoneInfo(options.timezone)
-    day = start.astimezone(zone).date() - timedelta(days=1)
-    last = end.astimezone(zone).date() + timedelta(days=1)
-    edges = []
-    while day <= last:
-        for window in options.windows:
-            for text in (window.start, window.end):
-                local = datetime.combine(day, _clock(text), tzinfo=zone)
-                edges.append(local.astimezone(UTC))
-        day += timedelta(days=1)
-    return sorted(edges)
-
-
-def _clock(text: str) -> time:
-    hours, minutes = text.split(":")
-    return time(int(hours), int(minutes))

@@ -57,6 +57,7 @@ EXPECTED = {
     ("report", "usage"): LEDGER_ONLY,  # clusters in the ledger: --cluster
     ("report", "grant"): LEDGER_ONLY,
     ("report", "sla"): LEDGER_ONLY,  # shares from a site's clients: --clients-of
+    ("report", "energy"): CLUSTER_AND_LEDGER,  # the site's watts and tariff, its cluster's runs
     ("forecast", "usage"): LEDGER_ONLY,
     ("forecast", "budget"): LEDGER_ONLY,
     ("forecast", "evaluate"): NEITHER,  # a trace file only

@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from hpcbridge.errors import SpecError
-from hpcbridge.policy.energy import cheapest_start, price_at, run_cost
+from hpcbridge.policy.energy import cheapest_start
+from hpcbridge.reports.energy import price_at, run_cost
 from hpcbridge.site import EnergyOptions
 
 # Night power at 0.10 from 23:00 to 07:00, 0.40 otherwise, on Stockholm's clock (UTC+1 in
