@@ -16,10 +16,10 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from hpcbridge.errors import SpecError
-from hpcbridge.reports.energy import run_cost, window_edges
+from hpcbridge.reports.energy import Tariff
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from hpcbridge.cluster import Cluster
     from hpcbridge.jobs.spec import JobSpec
@@ -52,6 +52,26 @@ class EnergyPlan:
         )
 
 
+def cheapest_starts(
+    options: EnergyOptions, *, now: datetime, jobs: Sequence[tuple[int, float, datetime | None]]
+) -> list[EnergyPlan]:
+    """:func:`cheapest_start` of many jobs (run seconds, watts, latest start) at once: one
+    tariff table for all, and jobs of the same shape (a campaign's usually are) priced once."""
+    lasts = [latest or now + HORIZON for _, _, latest in jobs]
+    longest = max((run_s for run_s, _, _ in jobs), default=0)
+    tariff = Tariff(options, now, max(lasts, default=now) + timedelta(seconds=longest))
+    plans: dict[tuple[int, float, datetime], EnergyPlan] = {}
+    for (run_s, power_w, _), last in zip(jobs, lasts, strict=True):
+        key = (run_s, power_w, last)
+        if key not in plans:
+            plans[key] = cheapest_start(
+                options, now=now, run_s=run_s, power_w=power_w, latest_start=last, tariff=tariff
+            )
+    return [
+        plans[(run_s, power_w, last)] for (run_s, power_w, _), last in zip(jobs, lasts, strict=True)
+    ]
+
+
 def cheapest_start(
     options: EnergyOptions,
     *,
@@ -59,20 +79,23 @@ def cheapest_start(
     run_s: int,
     power_w: float,
     latest_start: datetime | None = None,
+    tariff: Tariff | None = None,
 ) -> EnergyPlan:
-    """The earliest of the cheapest starts from ``now`` to ``latest_start`` (default: a week)."""
+    """The earliest of the cheapest starts from ``now`` to ``latest_start`` (default: a week);
+    ``tariff``: a table already covering that span and the run after it."""
     last = latest_start or now + HORIZON
     if last < now:
         raise SpecError(
             f"begin: cheapest: no start from now lets the job end before its deadline "
             f"(it should have started by {last.astimezone(UTC):%Y-%m-%d %H:%M} UTC)"
         )
-    edges = list(window_edges(options, now, last + timedelta(seconds=run_s)))
+    tariff = tariff or Tariff(options, now, last + timedelta(seconds=run_s))
+    edges = [datetime.fromtimestamp(edge, UTC) for edge in tariff.edges]
     candidates = {now, last}
     candidates |= {edge for edge in edges if now <= edge <= last}
     shifted = (edge - timedelta(seconds=run_s) for edge in edges)
     candidates |= {start for start in shifted if now <= start <= last}
-    costs = {start: run_cost(options, start, run_s, power_w) for start in candidates}
+    costs = {start: tariff.cost(start, run_s, power_w) for start in candidates}
     best = min(sorted(costs), key=lambda start: round(costs[start], 9))
     kwh = power_w * run_s / 1000 / 3600
     return EnergyPlan(

@@ -12,9 +12,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+from bisect import bisect_right
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, time, timedelta
-from itertools import pairwise
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
@@ -152,14 +152,35 @@ def run_cost(options: EnergyOptions, start: datetime, run_s: int, power_w: float
     """The cost of ``power_w`` watts from ``start`` for ``run_s`` seconds, segment by segment
     between the tariff's window edges."""
     end = start + timedelta(seconds=run_s)
-    cuts = sorted(
-        {start, end, *(edge for edge in window_edges(options, start, end) if start < edge < end)}
-    )
-    kwh_per_second = power_w / 1000 / 3600
-    cost = 0.0
-    for left, right in pairwise(cuts):
-        cost += price_at(options, left) * kwh_per_second * (right - left).total_seconds()
-    return cost
+    return Tariff(options, start, end).cost(start, run_s, power_w)
+
+
+class Tariff:
+    """The tariff from ``start`` to ``end`` as prices between consecutive window edges, with
+    running totals, so that pricing a run is two lookups however many candidates are tried."""
+
+    def __init__(self, options: EnergyOptions, start: datetime, end: datetime) -> None:
+        self.edges = [edge.timestamp() for edge in window_edges(options, start, end)]
+        if not self.edges:  # no windows: one price everywhere
+            self.edges = [start.timestamp() - 86_400]
+        self.prices = [price_at(options, datetime.fromtimestamp(edge, UTC)) for edge in self.edges]
+        self.before = options.price if options.windows else self.prices[0]
+        self.totals = [0.0]  # price x seconds from the first edge to each edge
+        for index in range(1, len(self.edges)):
+            span = self.edges[index] - self.edges[index - 1]
+            self.totals.append(self.totals[-1] + self.prices[index - 1] * span)
+
+    def cost(self, start: datetime, run_s: int, power_w: float) -> float:
+        """What ``power_w`` watts cost from ``start`` for ``run_s`` seconds."""
+        begin = start.timestamp()
+        price_seconds = self._integral(begin + run_s) - self._integral(begin)
+        return price_seconds * power_w / 3_600_000
+
+    def _integral(self, moment: float) -> float:
+        index = bisect_right(self.edges, moment) - 1
+        if index < 0:
+            return (moment - self.edges[0]) * self.before
+        return self.totals[index] + self.prices[index] * (moment - self.edges[index])
 
 
 def window_edges(options: EnergyOptions, start: datetime, end: datetime) -> list[datetime]:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from hpcbridge.errors import SpecError
-from hpcbridge.policy.energy import cheapest_start
+from hpcbridge.policy.energy import cheapest_start, cheapest_starts
 from hpcbridge.reports.energy import price_at, run_cost
 from hpcbridge.site import EnergyOptions
 
@@ -66,3 +66,16 @@ def test_starting_now_wins_ties_and_inside_the_window_it_starts_at_once() -> Non
     assert cheapest_start(flat, now=NOON, run_s=600, power_w=100).start == NOON
     night = at(23)  # midnight in Stockholm
     assert cheapest_start(TARIFF, now=night, run_s=600, power_w=100).start == night
+
+
+def test_many_jobs_at_once_get_what_each_would_alone() -> None:
+    jobs = [(3 * 3600, 1000.0, None), (600, 50.0, at(21)), (3 * 3600, 1000.0, None)]
+    together = cheapest_starts(TARIFF, now=NOON, jobs=jobs)
+    alone = [
+        cheapest_start(TARIFF, now=NOON, run_s=run_s, power_w=watts, latest_start=latest)
+        for run_s, watts, latest in jobs
+    ]
+    assert [(plan.start, round(plan.cost, 9)) for plan in together] == [
+        (plan.start, round(plan.cost, 9)) for plan in alone
+    ]
+    assert together[0] is together[2]  # one shape, priced once
