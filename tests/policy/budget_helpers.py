@@ -79,6 +79,11 @@ def slurm_account(name: str, qos: str = "normal") -> str:
 
 def grp_tres_mins(account: str) -> str:
     """The account association's GrpTRESMins as sacctmgr shows it ("" when unlimited)."""
+    return association_field(account, "grptresmins")
+
+
+def association_field(account: str, field: str) -> str:
+    """One field of the account's own association (not a user's) as sacctmgr shows it."""
     lines = subprocess.run(
         [
             "sacctmgr",
@@ -88,7 +93,7 @@ def grp_tres_mins(account: str) -> str:
             "assoc",
             "where",
             f"account={account}",
-            "format=user,grptresmins",
+            f"format=user,{field}",
         ],
         capture_output=True,
         text=True,

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from budget_helpers import slurm_account
+from budget_helpers import association_field, slurm_account
 from click.testing import CliRunner
 
 from hpcbridge import Cluster, SiteConfig
@@ -63,22 +63,7 @@ def _raw_shares(account: str) -> str:
 
 def _grp_tres(account: str) -> str:
     """The account association's GrpTRES as sacctmgr shows it ("" when unlimited)."""
-    lines = subprocess.run(
-        [
-            "sacctmgr",
-            "-n",
-            "-P",
-            "show",
-            "assoc",
-            "where",
-            f"account={account}",
-            "format=user,grptres",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
-    return next(line.split("|")[1] for line in lines if line.split("|")[0] == "")
+    return association_field(account, "grptres")
 
 
 def _cluster_cores() -> int:
