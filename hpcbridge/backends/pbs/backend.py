@@ -142,6 +142,28 @@ class PbsBackend:
                 found[job_id] = parse.job_info(job_id, attributes)
         return with_array_totals(job_ids, found)
 
+    def list_jobs(self) -> dict[str, JobInfo]:
+        """Every unfinished job qstat shows, subjobs included, in one call: what a shared
+        status snapshot holds (backends/snapshot.py). qstat's -u does not combine with -f,
+        so the listing is the server's (its query_other_jobs decides whose); -x is left out,
+        as the history of every user's finished jobs would make each snapshot huge."""
+        argv = cli.qstat_all(json=self.json_output, history=False)
+        result = self.commands.run(argv, env=UTC_ENV)
+        return {
+            job_id: parse.job_info(job_id, attributes)
+            for job_id, attributes in self._parse(result.stdout).items()
+            if not parse.is_array_parent(attributes)
+        }
+
+    def complete(self, job_ids: Sequence[str], listed: dict[str, JobInfo]) -> dict[str, JobInfo]:
+        """The status of ``job_ids`` from ``listed``, and one qstat (with history) for the
+        jobs it lacks: those that finished."""
+        found = with_array_totals(job_ids, dict(listed))
+        gone = [job_id for job_id in job_ids if job_id not in found]
+        if gone:
+            found.update(self.status(gone))
+        return found
+
     def cancel(self, job_ids: Sequence[str]) -> None:
         """qdel every job in one call; qdel of a finished job is not an error here."""
         try:

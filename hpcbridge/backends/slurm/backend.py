@@ -87,11 +87,20 @@ class SlurmBackend:
         """One squeue call; sacct only for jobs squeue no longer lists or lacks exit codes for."""
         if not job_ids:
             return {}
-        found: dict[str, JobInfo] = {}
         result = self.commands.run(cli.squeue(job_ids), env=cli.UTC_ENV, missing_ok=True)
-        if result.ok:
-            for info in parse.parse_squeue(result.stdout):
-                found[info.job_id] = info
+        listed = parse.parse_squeue(result.stdout) if result.ok else []
+        return self.complete(job_ids, {info.job_id: info for info in listed})
+
+    def list_jobs(self) -> dict[str, JobInfo]:
+        """Every job of this user squeue still shows (ended ones too, for MinJobAge), in one
+        call: what a shared status snapshot holds (backends/snapshot.py)."""
+        result = self.commands.run(cli.squeue_mine(), env=cli.UTC_ENV)
+        return {info.job_id: info for info in parse.parse_squeue(result.stdout)}
+
+    def complete(self, job_ids: Sequence[str], listed: dict[str, JobInfo]) -> dict[str, JobInfo]:
+        """The status of ``job_ids`` from squeue's ``listed`` rows, and one sacct call for the
+        jobs squeue no longer lists or lacks exit codes for."""
+        found = dict(listed)
         need_accounting = [
             job_id
             for job_id in job_ids

@@ -94,12 +94,22 @@ def sbatch() -> list[str]:
 
 def squeue(job_ids: Sequence[str]) -> list[str]:
     """One call for every tracked job, finished ones still in memory included (--states=all)."""
+    return _squeue_status(f"--jobs={','.join(job_ids)}")
+
+
+def squeue_mine() -> list[str]:
+    """The same for every job of the user the command runs as (over SSH, the login's user):
+    the listing a shared status snapshot holds (--me as in squeue(1) of Slurm 22.05)."""
+    return _squeue_status("--me")
+
+
+def _squeue_status(selection: str) -> list[str]:
     return [
         "squeue",
         "--noheader",
         "--array",
         "--states=all",
-        f"--jobs={','.join(job_ids)}",
+        selection,
         f"--format={FIELD_SEPARATOR.join(SQUEUE_FIELDS)}",
     ]
 
