@@ -105,7 +105,17 @@ def workdir(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def pbs_reference() -> Path:
     """Real OpenPBS outputs in ../shared/pbs-reference, read (never copied) by tests."""
-    folder = Path(__file__).resolve().parents[2] / "shared" / "pbs-reference"
+    return _shared_folder("pbs-reference")
+
+
+@pytest.fixture(scope="session")
+def shared_traces() -> Path:
+    """The real workload traces in ../shared/traces (SDSC DataStar, Sandia Ross, KTH SP2)."""
+    return _shared_folder("traces")
+
+
+def _shared_folder(name: str) -> Path:
+    folder = Path(__file__).resolve().parents[2] / "shared" / name
     if not folder.is_dir():
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"CI=true but {folder} is missing")

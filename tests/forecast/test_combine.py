@@ -114,12 +114,11 @@ def test_remembered_forecasts_cannot_be_changed_by_a_caller() -> None:
     assert point(whole, 1, 0.0)[0].tolist() == [700.0] * 3
 
 
-KTH = Path(__file__).parents[2] / ".." / "shared" / "traces" / "KTH-SP2-1996-2.1-cln.swf.gz"
-
-
-@pytest.mark.skipif(not KTH.exists(), reason="the shared KTH SP2 trace is not on this machine")
-def test_on_a_real_trace_the_model_is_never_worse_than_a_baseline_one_month_ahead() -> None:
-    result = evaluate(read_trace(KTH))  # the smallest development trace: about a second
+def test_on_a_real_trace_the_model_is_never_worse_than_a_baseline_one_month_ahead(
+    shared_traces: Path,
+) -> None:
+    kth = shared_traces / "KTH-SP2-1996-2.1-cln.swf.gz"
+    result = evaluate(read_trace(kth))  # the smallest development trace: about a second
     scores = {(s.level, s.method): s for s in result.usage if s.horizon == 1}
     for level in ("account", "user", "machine"):
         model = scores[level, "model"].median_ape
