@@ -194,23 +194,13 @@ def _row(
     ]
     expected = len(record.workflow.stages) if record else 1
     over = len(states) == expected and all(state.is_terminal for state in states.values())
+    known = (row.kind, row.ref, row.name, row.client, row.deadline)
     if over or failed:
         ends = [info.end_time for info in infos.values() if info and info.end_time]
         finished = max(ends, default=now)
         outcome = "met" if not failed and finished <= row.deadline else "missed"
         state = f"{failed[0]} {states[failed[0]].value}" if failed else "done"
-        return DeadlineRow(
-            row.kind,
-            row.ref,
-            row.name,
-            row.client,
-            row.deadline,
-            state,
-            None,
-            None,
-            outcome,
-            finished,
-        )
+        return DeadlineRow(*known, state, None, None, outcome, finished)
     running = {
         stage: info.start_time
         for stage, info in infos.items()
@@ -227,15 +217,4 @@ def _row(
         verdict = "likely" if projected <= row.deadline else "at risk"
     slack = int((row.deadline - projected).total_seconds())
     state = "running" if running else "queued"
-    return DeadlineRow(
-        row.kind,
-        row.ref,
-        row.name,
-        row.client,
-        row.deadline,
-        state,
-        projected,
-        slack,
-        verdict,
-        None,
-    )
+    return DeadlineRow(*known, state, projected, slack, verdict, None)
