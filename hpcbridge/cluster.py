@@ -261,14 +261,8 @@ class Cluster:
         must have too); call folders go under ``root`` (default ``./.hpcbridge-tasks``), which
         the compute nodes must share. Needs cloudpickle: ``pip install 'hpcbridge[executor]'``.
         """
-        try:  # cloudpickle is an optional extra: only executors load it
-            from hpcbridge.executor.pool import ClusterExecutor
-        except ModuleNotFoundError as exc:
-            if exc.name != "cloudpickle":
-                raise
-            raise ConfigError(
-                "Cluster.executor needs cloudpickle: pip install 'hpcbridge[executor]'"
-            ) from exc
+        from hpcbridge.executor.pool import ClusterExecutor  # cloudpickle loads only with it
+
         return ClusterExecutor(self, python=python, root=root, **job_defaults)
 
     def close(self) -> None:

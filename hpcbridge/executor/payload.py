@@ -5,17 +5,19 @@ cloudpickle of ``(fn, args, kwargs)``: the worker reads the line before unpickli
 a different interpreter says so instead of failing somewhere inside pickle. An outcome is the
 pickle of a small dict (returned value, raised exception with its traceback text, or the
 worker's own complaint) that any hpcbridge can read back.
+
+The worker reads and writes with the standard pickle, which imports cloudpickle only for what
+needs it (a function sent by value, a class pickle cannot find): on a node shared by many short
+tasks, its import is a good part of a task's CPU time.
 """
 
 from __future__ import annotations
 
 import json
+import pickle
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from importlib import metadata
 from typing import Any
-
-import cloudpickle  # type: ignore[import-untyped]  # ships no stubs
 
 from hpcbridge.errors import SpecError
 
@@ -32,10 +34,13 @@ class VersionMismatch(Exception):
 
 def versions() -> dict[str, str]:
     """What must match between client and worker: Python's major.minor (cloudpickle's
-    functions carry bytecode) and hpcbridge's own version (the outcome format)."""
+    functions carry bytecode) and hpcbridge's own version (the outcome format).
+
+    The version is read from the package already loaded (this module is in it), not through
+    importlib.metadata, whose import alone costs each task 45 ms of a shared node's CPU."""
     return {
         "python": f"{sys.version_info.major}.{sys.version_info.minor}",
-        "hpcbridge": metadata.version("hpcbridge"),
+        "hpcbridge": sys.modules["hpcbridge"].__version__,
     }
 
 
@@ -44,6 +49,8 @@ def dump_call(
 ) -> bytes:
     """The call file's bytes; an unpicklable function or argument is refused here, before
     anything is submitted, naming which one (``item`` says which call of a map)."""
+    import cloudpickle  # type: ignore[import-untyped]  # ships no stubs
+
     header = json.dumps(versions()).encode() + b"\n"
     try:
         return header + bytes(cloudpickle.dumps((fn, tuple(args), dict(kwargs))))
@@ -67,7 +74,7 @@ def read_call(data: bytes) -> Call:
             f"the worker's Python ({sys.executable}) is not the client's: "
             f"{'; '.join(differing)}; give the executor python= an interpreter like the client's"
         )
-    call: Call = cloudpickle.loads(body)
+    call: Call = pickle.loads(body)
     return call
 
 
@@ -75,23 +82,36 @@ def dump_outcome(outcome: dict[str, Any]) -> bytes:
     """The result file's bytes. A value or exception that will not pickle is replaced by a
     description of it, so the client always learns what happened."""
     try:
-        return bytes(cloudpickle.dumps(outcome))
+        return _pickled(outcome)
     except Exception as exc:
         if outcome["kind"] == "returned":
             kind = type(outcome["value"]).__name__
             problem = f"the function returned a {kind}, which cannot be pickled: {exc}"
-            return bytes(cloudpickle.dumps({"kind": "worker", "message": problem}))
-        return bytes(cloudpickle.dumps({**outcome, "exception": None}))
+            return _pickled({"kind": "worker", "message": problem})
+        return _pickled({**outcome, "exception": None})
 
 
 def load_outcome(data: bytes) -> dict[str, Any]:
     """An outcome read back by the client."""
-    outcome: dict[str, Any] = cloudpickle.loads(data)
+    outcome: dict[str, Any] = pickle.loads(data)
     return outcome
+
+
+def _pickled(value: Any) -> bytes:
+    """pickle's bytes for ``value``, or cloudpickle's when pickle cannot (a class defined in
+    the function's own code, say); raises what cloudpickle raises when neither can."""
+    try:
+        return pickle.dumps(value)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        import cloudpickle
+
+        return bytes(cloudpickle.dumps(value))
 
 
 def _culprit(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
     """Which part of a call will not pickle, named as the user wrote it, and why."""
+    import cloudpickle
+
     parts: list[tuple[str, Any]] = [(f"the function {getattr(fn, '__qualname__', fn)!r}", fn)]
     parts += [(f"argument {index + 1}", value) for index, value in enumerate(args)]
     parts += [(f"keyword argument {name!r}", value) for name, value in kwargs.items()]

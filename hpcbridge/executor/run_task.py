@@ -9,7 +9,6 @@ status is 0 when the function returned, 1 otherwise, so the scheduler's accounti
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import traceback
 from pathlib import Path
@@ -32,7 +31,7 @@ def run(call_file: Path) -> dict[str, Any]:
     except (Exception, SystemExit) as exc:
         text = "".join(traceback.format_exception(exc))
         print(text, file=sys.stderr, end="")
-        where = f"job {os.environ.get('HPCBRIDGE_JOB_ID', '?')} on {socket.gethostname()}"
+        where = f"job {os.environ.get('HPCBRIDGE_JOB_ID', '?')} on {os.uname().nodename}"
         return {
             "kind": "raised",
             "exception": exc,
