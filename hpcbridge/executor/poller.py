@@ -95,7 +95,13 @@ class Poller:
                     return
                 tasks = list(self._tasks.values())
                 self._fresh = False
-            settled = self._poll(tasks)
+            try:
+                settled = self._poll(tasks)
+            except Exception as exc:  # a waiter must hear of it, not wait for ever
+                log.exception("executor poll failed")
+                for task in tasks:
+                    _fail(task, exc)
+                settled = [task.job_id for task in tasks]
             with self._changed:
                 for job_id in settled:
                     self._tasks.pop(job_id, None)

@@ -93,7 +93,8 @@ class ClusterExecutor(Executor):
             source="executor job defaults",
         )
         self._numbers = itertools.count()
-        self._cluster_lock = threading.Lock()  # one scheduler command at a time (SSH channels)
+        # The poller thread and the caller's share the Cluster: one command of ours at a time.
+        self._cluster_lock = threading.Lock()
         self._shutdown_lock = threading.Lock()
         self._shut_down = False
         self._poller = Poller(self._status)

@@ -15,7 +15,7 @@ from pathlib import Path
 import cloudpickle
 import pytest
 
-from hpcbridge import Cluster, JobInfo, JobSpec, JobState
+from hpcbridge import Cluster, JobInfo, JobSpec, JobState, SchedulerUnavailable
 from hpcbridge.executor.pool import ClusterExecutor
 
 pytestmark = pytest.mark.timeout(120)
@@ -132,3 +132,33 @@ def test_import_hpcbridge_and_cluster_load_no_executor() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     ).stdout
     assert loaded.strip() == "[]"
+
+
+def test_a_transient_poll_failure_is_retried(
+    cluster: Cluster, executor: ClusterExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    status = cluster.backend.status
+    failures = iter([SchedulerUnavailable("slurmctld is busy")])
+
+    def flaky(job_ids: Sequence[str]) -> dict[str, JobInfo]:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return status(job_ids)
+
+    monkeypatch.setattr(cluster.backend, "status", flaky)
+    assert executor.submit(sleeps, 1).result(timeout=TIMEOUT_S) == 1
+    assert next(failures, None) is None  # the failure was met, and polled past
+
+
+def test_a_poll_that_breaks_fails_the_futures_instead_of_hanging_them(
+    cluster: Cluster, executor: ClusterExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(job_ids: Sequence[str]) -> dict[str, JobInfo]:
+        raise OSError(f"state folder gone while asking about {list(job_ids)}")
+
+    monkeypatch.setattr(cluster.backend, "status", broken)
+    future = executor.submit(sleeps, 300)
+    with pytest.raises(OSError, match="state folder gone"):
+        future.result(timeout=TIMEOUT_S)
+    cluster.cancel(future.job_id)  # type: ignore[attr-defined]
