@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import posixpath
 import time
 import uuid
@@ -11,6 +12,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from hpcbridge.backends.base import Backend
+from hpcbridge.backends.snapshot import ListingBackend, SharedPoll
 from hpcbridge.errors import (
     ConfigError,
     HpcBridgeError,
@@ -40,6 +42,8 @@ _MISSING_POLLS_FORGIVEN = 5
 # before slurmdbd has the end), it is polled this long for it.
 _EXIT_CODE_GRACE_S = 5.0
 _RAN_STATES = frozenset({JobState.COMPLETED, JobState.FAILED})
+# Turns shared polling on for Clusters that do not say (the CLI's).
+_SHARED_POLL_ENV = "HPCBRIDGE_SHARED_POLL"
 
 
 @runtime_checkable
@@ -103,18 +107,31 @@ class Cluster:
         *,
         transport: Transport | None = None,
         backend: Backend | None = None,
+        shared_poll: bool | None = None,
     ) -> None:
+        """``shared_poll``: wait() (and status() given a max_age) read one status snapshot
+        that every process of this user on this machine shares, per site, instead of each
+        asking the scheduler (backends/snapshot.py); None takes HPCBRIDGE_SHARED_POLL=1
+        from the environment, for the CLI."""
         self.site = site
         self.transport = transport or make_transport(site)
         self.backend = backend or make_backend(site, self.transport)
         self.renderer = Renderer(site.template_dir)
+        self.shared_poll = _env_flag(_SHARED_POLL_ENV) if shared_poll is None else shared_poll
         self._ids_by_name: dict[str, str] = {}
         self._max_array_size: tuple[int | None] | None = None  # asked once, when first needed
+        self._shared: SharedPoll | None = None  # made on first use
 
     @classmethod
-    def from_site(cls, name_or_path: str | Path, *, transport: Transport | None = None) -> Cluster:
+    def from_site(
+        cls,
+        name_or_path: str | Path,
+        *,
+        transport: Transport | None = None,
+        shared_poll: bool | None = None,
+    ) -> Cluster:
         """A cluster described by a site config name (see ``site_configs/``) or YAML path."""
-        return cls(SiteConfig.load(name_or_path), transport=transport)
+        return cls(SiteConfig.load(name_or_path), transport=transport, shared_poll=shared_poll)
 
     @classmethod
     def local(cls, state_dir: str | Path | None = None) -> Cluster:
@@ -178,10 +195,22 @@ class Cluster:
         }
         return [handles[position] for position in range(len(prepared))]
 
-    def status(self, job_ids: str | Iterable[str]) -> dict[str, JobInfo]:
-        """State of every job named, from one scheduler query; unknown ids raise JobNotFound."""
+    def status(
+        self, job_ids: str | Iterable[str], *, max_age: float | None = None
+    ) -> dict[str, JobInfo]:
+        """State of every job named, from one scheduler query; unknown ids raise JobNotFound.
+
+        With shared polling on, a ``max_age`` (a polling loop's interval) lets the answer
+        come from the shared snapshot if it is younger than that; the jobs it cannot speak
+        for yet are asked of the scheduler as without it.
+        """
         wanted = _id_list(job_ids)
-        found = self.backend.status(wanted)
+        found: dict[str, JobInfo] = {}
+        if max_age is not None and (shared := self._shared_poll(None)):
+            found = shared.status(wanted, max_age=max_age)
+        unanswered = [job_id for job_id in wanted if job_id not in found]
+        if unanswered:
+            found.update(self.backend.status(unanswered))
         missing = [job_id for job_id in wanted if job_id not in found]
         if missing:
             hint = f"; {self.backend.missing_job_hint}" if self.backend.missing_job_hint else ""
@@ -194,9 +223,17 @@ class Cluster:
         *,
         timeout: float | None = None,
         poll_interval: float = _FIRST_POLL_S,
+        shared_poll: bool | None = None,
     ) -> dict[str, JobInfo]:
-        """Block until every job has ended; polls all unfinished jobs in one call each time."""
+        """Block until every job has ended; polls all unfinished jobs in one call each time.
+
+        With shared polling (``shared_poll``, default the Cluster's), each poll reads the
+        snapshot every process of this user shares, refreshed by whichever process finds it
+        older than its interval, and sleeps until it will be: a change is still seen within
+        one interval, and the scheduler is asked once per interval however many wait.
+        """
         wanted = _id_list(job_ids)
+        shared = self._shared_poll(shared_poll)
         deadline = None if timeout is None else time.monotonic() + timeout
         finished: dict[str, JobInfo] = {}
         exit_awaited: dict[str, float] = {}
@@ -204,7 +241,9 @@ class Cluster:
         interval = poll_interval
         while True:
             pending = [job_id for job_id in wanted if job_id not in finished]
-            found = self.backend.status(pending)
+            found = (
+                shared.status(pending, max_age=interval) if shared else self.backend.status(pending)
+            )
             newly_done = {
                 job_id: found[job_id]
                 for job_id in pending
@@ -223,7 +262,9 @@ class Cluster:
                 raise WaitTimeout(f"jobs {unfinished} still running after {timeout:g} s")
             settling = bool(exit_awaited.keys() - finished.keys())
             interval = poll_interval if newly_done or settling else min(interval * 1.5, _MAX_POLL_S)
-            sleep_for = interval if deadline is None else min(interval, deadline - time.monotonic())
+            sleep_for = shared.next_poll(interval) if shared else interval
+            if deadline is not None:
+                sleep_for = min(sleep_for, deadline - time.monotonic())
             time.sleep(max(0.0, sleep_for))
 
     def cancel(self, job_ids: str | Iterable[str]) -> None:
@@ -279,6 +320,17 @@ class Cluster:
         trace: TracebackType | None,
     ) -> None:
         self.close()
+
+    def _shared_poll(self, wanted: bool | None) -> SharedPoll | None:
+        """The shared snapshot, if asked for (``wanted``, else the Cluster's setting) and the
+        backend lists jobs: the local backend reads its own files, no scheduler to spare."""
+        if not (self.shared_poll if wanted is None else wanted):
+            return None
+        if not isinstance(self.backend, ListingBackend):
+            return None
+        if self._shared is None:
+            self._shared = SharedPoll(self.backend, self.site.name)
+        return self._shared
 
     def _render(self, spec: JobSpec, *, token: str | None, **extra: Any) -> str:
         context = self.backend.template_context(spec)
@@ -408,6 +460,11 @@ def _ranges(positions: Sequence[int]) -> str:
         else:
             runs.append([position, position])
     return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def _env_flag(name: str) -> bool:
+    """An environment switch: 1, true, yes or on (any case) turn it on."""
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _id_list(job_ids: str | Iterable[str]) -> list[str]:
