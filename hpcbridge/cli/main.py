@@ -19,6 +19,7 @@ from hpcbridge.cli.ledger import ledger
 from hpcbridge.cli.options import EPILOG
 from hpcbridge.cli.priority import priority
 from hpcbridge.cli.reports import report
+from hpcbridge.cli.top import top
 from hpcbridge.cli.workflow import workflow
 
 
@@ -38,6 +39,7 @@ for command in (
     checkpoint,
     ledger,
     report,
+    top,
     forecast,
     advise,
 ):

@@ -16,12 +16,12 @@ from typing import Any
 
 from hpcbridge.cluster import Cluster
 from hpcbridge.errors import ConfigError, SchedulerError
-from hpcbridge.jobs.units import is_decimal, parse_duration
+from hpcbridge.jobs.units import is_decimal, memory_megabytes, parse_duration
 
 # squeue(1) -o: %i id, %a account, %u user, %T state, %r reason, %C CPUs (requested while
 # pending, allocated once running), %D nodes, %b GRES per node ("gres:gpu:a100:2"), %L time
 # left (the limit while pending; UNLIMITED or NOT_SET without one), %l time limit, %M time
-# used, %q QOS, %y nice, %j name (last: the one free-text field).
+# used, %q QOS, %y nice, %m memory asked per node, %j name (last: the one free-text field).
 _SQUEUE_FORMAT = (
     "%i",
     "%a",
@@ -36,6 +36,7 @@ _SQUEUE_FORMAT = (
     "%M",
     "%q",
     "%y",
+    "%m",
     "%j",
 )
 _SEPARATOR = "\x1f"
@@ -64,6 +65,9 @@ class QueuedJob:
     used_s: int = 0  # run so far
     qos: str | None = None  # the priority knobs it has now (PBS: nice is -Priority)
     nice: int | None = None
+    mem_mb: float | None = None  # memory asked for, in all
+    cpu_used_s: float | None = None  # CPU time and peak memory so far, where the queue says
+    mem_used_mb: float | None = None
 
     @property
     def held(self) -> bool:
@@ -112,7 +116,7 @@ def parse_squeue_queue(stdout: str) -> list[QueuedJob]:
         if len(fields) != len(_SQUEUE_FORMAT):
             raise SchedulerError(f"expected {len(_SQUEUE_FORMAT)} fields from squeue: {line!r}")
         job_id, account, user, state, reason, cpus, nodes, gres, left = fields[:9]
-        limit, used, qos, nice, name = fields[9:]
+        limit, used, qos, nice, memory, name = fields[9:]
         jobs.append(
             QueuedJob(
                 job_id=job_id,
@@ -128,6 +132,7 @@ def parse_squeue_queue(stdout: str) -> list[QueuedJob]:
                 used_s=_slurm_seconds(used) or 0,
                 qos=qos or None,
                 nice=_integer(nice),
+                mem_mb=_slurm_memory(memory, nodes),
             )
         )
     return jobs
@@ -173,6 +178,9 @@ def _pbs_job(
         limit_s=limit,
         used_s=used,
         nice=None if priority is None else -priority,
+        mem_mb=parse.size_megabytes(attributes.get("Resource_List.mem")),
+        cpu_used_s=parse.duration_seconds(attributes.get("resources_used.cput")),
+        mem_used_mb=parse.size_megabytes(attributes.get("resources_used.mem")),
     )
 
 
@@ -210,3 +218,12 @@ def _integer(text: str) -> int | None:
         return int(text)
     except ValueError:
         return None
+
+
+def _slurm_memory(text: str, nodes: str) -> float | None:
+    """squeue's %m per node ("500M", "4G"; "0" when none was asked) over all nodes, in MB."""
+    try:
+        megabytes = memory_megabytes(text)
+    except ValueError:
+        return None
+    return megabytes * (int(nodes) if is_decimal(nodes) else 1) or None

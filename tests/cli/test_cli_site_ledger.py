@@ -41,6 +41,7 @@ EXPECTED = {
     ("release",): CLUSTER,
     ("requeue",): CLUSTER,
     ("site", "check"): CLUSTER,
+    ("top",): CLUSTER,  # the site's running jobs
     ("site", "list"): NEITHER,  # lists the names --site accepts
     # workflows: stages on a cluster, records in state files or the ledger
     ("workflow", "submit"): CLUSTER_AND_LEDGER,
