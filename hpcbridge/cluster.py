@@ -31,6 +31,7 @@ from hpcbridge.transports.base import Transport
 from hpcbridge.transports.local import LocalTransport
 
 if TYPE_CHECKING:
+    from hpcbridge.executor.allocation import AllocationExecutor
     from hpcbridge.executor.pool import ClusterExecutor
 
 # wait() polls quickly at first, when short jobs finish, then backs off while nothing changes.
@@ -305,6 +306,21 @@ class Cluster:
         from hpcbridge.executor.pool import ClusterExecutor  # cloudpickle loads only with it
 
         return ClusterExecutor(self, python=python, root=root, **job_defaults)
+
+    def allocation(
+        self,
+        *,
+        python: str | None = None,
+        root: str | Path | None = None,
+        max_workers: int | None = None,
+    ) -> AllocationExecutor:
+        """An executor whose calls are job steps of the Slurm allocation this process runs in
+        (``salloc``, a batch job): ``srun --exact`` steps, as many at once as it has tasks (or
+        ``max_workers``), the rest waiting here; no queue wait per call. Files and errors as
+        for ``executor``."""
+        from hpcbridge.executor.allocation import in_allocation
+
+        return in_allocation(self.site.scheduler, python=python, root=root, max_workers=max_workers)
 
     def close(self) -> None:
         """Release the transport's connections."""

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from hpcbridge.errors import SpecError
+from hpcbridge.errors import ConfigError, SpecError
 
 CALL_FILE = "call.pkl"
 RESULT_FILE = "result.pkl"
@@ -44,12 +44,23 @@ def versions() -> dict[str, str]:
     }
 
 
+def require_cloudpickle() -> None:
+    """Refuse early, naming the extra to install, where the client would lack cloudpickle
+    (it is imported only when a call is pickled)."""
+    try:
+        import cloudpickle  # type: ignore[import-untyped]  # noqa: F401
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            "Python functions as jobs need cloudpickle: pip install 'hpcbridge[executor]'"
+        ) from exc
+
+
 def dump_call(
     fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any], *, item: str = ""
 ) -> bytes:
     """The call file's bytes; an unpicklable function or argument is refused here, before
     anything is submitted, naming which one (``item`` says which call of a map)."""
-    import cloudpickle  # type: ignore[import-untyped]  # ships no stubs
+    import cloudpickle
 
     header = json.dumps(versions()).encode() + b"\n"
     try:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from hpcbridge.backends.base import Backend
-from hpcbridge.errors import ConfigError, JobNotFound, SpecError
+from hpcbridge.errors import JobNotFound, SpecError
 from hpcbridge.executor import payload
 from hpcbridge.executor.poller import Poller, Task
 from hpcbridge.files import write_atomically
@@ -72,12 +72,7 @@ class ClusterExecutor(Executor):
         root: str | Path | None = None,
         **job_defaults: Any,
     ) -> None:
-        try:  # used by payload when pickling; checked here so that the error is early
-            import cloudpickle  # type: ignore[import-untyped]  # noqa: F401
-        except ModuleNotFoundError as exc:
-            raise ConfigError(
-                "Cluster.executor needs cloudpickle: pip install 'hpcbridge[executor]'"
-            ) from exc
+        payload.require_cloudpickle()
         clashing = sorted(set(job_defaults) & set(_OWN_FIELDS))
         if clashing:
             raise SpecError(

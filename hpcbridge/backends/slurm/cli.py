@@ -181,6 +181,24 @@ def scancel(job_ids: Sequence[str]) -> list[str]:
     return ["scancel", "--verbose", *job_ids]
 
 
+def srun_step(job_id: str, command: Sequence[str], *, stdout: str, stderr: str) -> list[str]:
+    """One task as a step of allocation ``job_id``: one task on one CPU (--exact takes only
+    those, so steps run side by side), its output to the files given, srun's own chatter off.
+    A step that does not fit waits inside srun until one ends."""
+    return [
+        "srun",
+        f"--jobid={job_id}",
+        "--exact",
+        "--nodes=1",
+        "--ntasks=1",
+        "--cpus-per-task=1",
+        f"--output={stdout}",
+        f"--error={stderr}",
+        "--quiet",
+        *command,
+    ]
+
+
 def scontrol_priority(job_ids: Sequence[str], qos: str | None, nice: int | None) -> list[str]:
     """``scontrol update`` of a comma-separated job list's QOS and/or nice, in one call."""
     changes = ([f"QOS={qos}"] if qos is not None else []) + (

@@ -1,0 +1,97 @@
+"""``Cluster.allocation()``: calls run as job steps of the Slurm allocation this process is in
+(an ``salloc``, or a batch job), as many at once as it has tasks, the rest waiting here.
+
+No job is queued per call: each is one ``srun --exact`` step, started by a thread of a
+concurrent.futures.ThreadPoolExecutor and waited for through the local transport, its call
+and result in a folder as for ``Cluster.executor`` (the same worker, the same errors).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from hpcbridge.backends.slurm import cli
+from hpcbridge.errors import ConfigError
+from hpcbridge.executor import outcome, payload
+from hpcbridge.executor.pool import WORKER_MODULE
+from hpcbridge.files import write_atomically
+from hpcbridge.jobs.state import JobInfo, JobState
+from hpcbridge.transports.local import LocalTransport
+
+# A step lasts as long as its call, at most as long as the allocation: no command timeout.
+_STEP_LIMIT_S = 7 * 24 * 3600.0
+
+
+def in_allocation(
+    scheduler: str, *, python: str | None, root: str | Path | None, max_workers: int | None
+) -> AllocationExecutor:
+    """The executor for the Slurm allocation this process runs in, with as many workers as
+    it has tasks (Slurm's own variables) unless ``max_workers`` says; refused elsewhere."""
+    if scheduler != "slurm":
+        raise ConfigError(
+            f"Cluster.allocation is built for Slurm only; on {scheduler} submit through "
+            "Cluster.executor (steps by pbsdsh or mpiexec are not built yet)"
+        )
+    job_id = os.environ.get("SLURM_JOB_ID")
+    if not job_id:
+        raise ConfigError(
+            "Cluster.allocation runs inside a Slurm allocation (salloc, or a batch job): "
+            "SLURM_JOB_ID is not set here"
+        )
+    tasks = int(os.environ.get("SLURM_NTASKS") or os.environ.get("SLURM_CPUS_ON_NODE") or 1)
+    return AllocationExecutor(job_id, max_workers or tasks, python=python, root=root)
+
+
+class AllocationExecutor(ThreadPoolExecutor):
+    """Runs Python calls as steps of one allocation, ``max_workers`` at a time."""
+
+    def __init__(
+        self,
+        job_id: str,
+        max_workers: int,
+        *,
+        python: str | None = None,
+        root: str | Path | None = None,
+    ) -> None:
+        payload.require_cloudpickle()
+        super().__init__(max_workers=max_workers, thread_name_prefix="hpcbridge-step")
+        self.job_id = job_id
+        self.python = python or sys.executable
+        base = Path(root) if root is not None else Path.cwd() / ".hpcbridge-tasks"
+        self.folder = base.resolve() / uuid.uuid4().hex[:12]
+        self._transport = LocalTransport(_STEP_LIMIT_S)  # the allocation is where we run
+        self._numbers = itertools.count()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        """Queue ``fn(*args, **kwargs)`` as a step; unpicklable parts are refused here."""
+        blob = payload.dump_call(fn, args, kwargs)
+        folder = self.folder / str(next(self._numbers))
+        folder.mkdir(parents=True)
+        write_atomically(folder / payload.CALL_FILE, blob)
+        return super().submit(self._step, folder)
+
+    def _step(self, folder: Path) -> Any:
+        """Run one call as a step and return its value (or raise what it raised)."""
+        command = [self.python, "-m", WORKER_MODULE, str(folder)]
+        argv = cli.srun_step(
+            self.job_id,
+            command,
+            stdout=str(folder / "stdout"),
+            stderr=str(folder / payload.STDERR_FILE),
+        )
+        result = self._transport.run(argv, timeout=_STEP_LIMIT_S)
+        if outcome.result_exists(folder):
+            value = outcome.returned(self.job_id, folder)
+            shutil.rmtree(folder, ignore_errors=True)  # as the executor's: kept when it failed
+            return value
+        # A step's end is srun's exit status: a failure to the worker, whatever stopped it.
+        info = JobInfo(job_id=self.job_id, state=JobState.FAILED, exit_code=result.returncode)
+        raise outcome.no_result(f"{self.job_id} (step)", folder, info)
