@@ -284,9 +284,10 @@ def priority_deadlines(
         try:
             while True:
                 started = time.perf_counter()
-                escalation = escalate(cluster, ledger, apply=apply or watch is not None)
+                applied = apply or watch is not None
+                escalation = escalate(cluster, ledger, apply=applied)
                 seconds = time.perf_counter() - started
-                _print_escalation(escalation, as_json=as_json, seconds=seconds)
+                _print_escalation(escalation, as_json=as_json, seconds=seconds, applied=applied)
                 if watch is None:
                     return
                 time.sleep(watch)
@@ -294,10 +295,13 @@ def priority_deadlines(
             pass
 
 
-def _print_escalation(escalation: Escalation, *, as_json: bool, seconds: float) -> None:
+def _print_escalation(
+    escalation: Escalation, *, as_json: bool, seconds: float, applied: bool = True
+) -> None:
     if as_json:
         echo_json(
             {
+                "applied": applied,
                 "accounts": [
                     {**asdict(slack), "due": slack.due and slack.due.isoformat()}
                     for slack in escalation.slacks
@@ -329,7 +333,8 @@ def _print_escalation(escalation: Escalation, *, as_json: bool, seconds: float) 
         click.echo(
             f"job {change.job_id}: {change.old_level} -> {change.new_level} ({change.reason})"
         )
+    moved = "moved" if applied else "would move (--apply moves them)"
     click.echo(
-        f"{len(escalation.changes)} queued jobs moved, {len(escalation.unchanged)} already in "
+        f"{len(escalation.changes)} queued jobs {moved}, {len(escalation.unchanged)} already in "
         f"place ({seconds:.2f} s)"
     )

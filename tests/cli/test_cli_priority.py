@@ -107,7 +107,10 @@ def test_a_site_deadline_raises_queued_jobs_with_qalter_and_a_ledger_deadline_ov
     )
     assert slack["remaining_s"] == 1800, shown  # half of each 30 min request, one after the other
     assert sorted(change["job_id"] for change in shown["changes"]) == sorted(jobs)
+    assert shown["applied"] is False
     assert priorities() == [0, 0]  # shown, not applied
+    dry = hpcbridge(runner, "priority", "deadlines", "--site", str(site_file))
+    assert "2 queued jobs would move (--apply moves them)" in dry
 
     applied = hpcbridge(runner, "priority", "deadlines", "--apply", "--site", str(site_file))
     line = (
