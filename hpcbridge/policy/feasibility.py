@@ -60,6 +60,7 @@ class StageEstimate:
     start: datetime
     finish: datetime
     finish_high: datetime
+    level: str | None = None  # the priority level it would be submitted at
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,7 @@ def check_deadline(
                 began,
                 max(moment, began + timedelta(seconds=run)),
                 max(moment, began + timedelta(seconds=run_high)),
+                spec.priority,
             )
             continue
         size = (spec.partition, _cores(spec))
@@ -153,6 +155,7 @@ def check_deadline(
             start,
             start + timedelta(seconds=run),
             ready_high + timedelta(seconds=wait_high + run_high),
+            spec.priority,
         )
     return _verdict(
         cluster,
@@ -250,13 +253,14 @@ def _earliest_finish(
 
 
 def _level_up(cluster: Cluster, estimates: Sequence[StageEstimate]) -> str | None:
-    """The level above the stages' own (their site default), if the site has one."""
+    """The level above the highest the stages ask for (else the site's default, else its
+    middle one), if the site has one."""
     levels = list(cluster.site.priorities.levels)
     if not levels:
         return None
-    options = cluster.site.priorities
-    own = options.default or levels[(len(levels) - 1) // 2]
-    index = levels.index(own)
+    asked = [levels.index(stage.level) for stage in estimates if stage.level in levels]
+    fallback = cluster.site.priorities.default or levels[(len(levels) - 1) // 2]
+    index = max(asked, default=levels.index(fallback))
     return levels[index + 1] if index + 1 < len(levels) else None
 
 

@@ -99,6 +99,11 @@ def test_verdicts_at_risk_with_a_level_to_raise_to_and_infeasible(history: Ledge
     assert at_risk.verdict == "at risk"
     assert at_risk.suggested_level == "high"  # one above the middle level, normal
     assert at_risk.margin_s == 21 * 60
+    top = check_deadline(
+        cluster, history, [spec("sim", priority="high")], {}, NOW + timedelta(hours=3.5), now=NOW
+    )
+    assert (top.verdict, top.suggested_level) == ("at risk", None)  # already at the top
+    assert top.stages[0].level == "high"
     likely = check_deadline(cluster, history, one, {}, NOW + timedelta(hours=5), now=NOW)
     assert likely.verdict == "likely"
     never = check_deadline(cluster, history, one, {}, NOW + timedelta(hours=1), now=NOW)
