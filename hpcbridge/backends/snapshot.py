@@ -201,15 +201,23 @@ class SharedPoll:
             return None
 
     def _store(self, taken: float, jobs: Mapping[str, JobInfo]) -> None:
+        """Write the snapshot for the others; if the folder refuses (full, removed at logout),
+        this process still has its answer, and the next refresher tries again."""
         rows = [info.model_dump(mode="json", exclude_defaults=True) for info in jobs.values()]
         document = {"format": _FORMAT, "taken": taken, "jobs": rows}
-        write_atomically(self.path, json.dumps(document, separators=(",", ":")).encode())
-        self.path.chmod(0o600)
+        try:
+            write_atomically(self.path, json.dumps(document, separators=(",", ":")).encode())
+            self.path.chmod(0o600)
+        except OSError as exc:
+            log.warning("could not write the status snapshot %s: %s", self.path, exc)
 
     @contextlib.contextmanager
     def _lock_file(self) -> Iterator[int]:
         flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-        descriptor = os.open(self.lock_path, flags, 0o600)
+        try:
+            descriptor = os.open(self.lock_path, flags, 0o600)
+        except OSError as exc:
+            raise ConfigError(f"shared polling: cannot open {self.lock_path}: {exc}") from exc
         try:
             yield descriptor
         finally:

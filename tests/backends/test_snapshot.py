@@ -257,3 +257,20 @@ def test_the_cluster_uses_it_when_asked_or_told_by_the_environment(
     assert commands == ["squeue", "sacct", "squeue", "sacct"]
     assert "--me" in slurm.transport.calls[0].argv
     assert "--jobs=11" in slurm.transport.calls[2].argv
+
+
+def test_a_snapshot_that_cannot_be_written_still_answers(
+    slurm: FakeSlurm, folder: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    poll = poller(slurm, folder)
+    poll.path.mkdir()  # in the way of the file
+    slurm.queue = {"11": "RUNNING"}
+    assert poll.status(["11"], max_age=30)["11"].state is JobState.RUNNING
+    assert "could not write the status snapshot" in caplog.text
+
+
+def test_a_folder_gone_is_said_as_such(slurm: FakeSlurm, folder: Path) -> None:
+    poll = poller(slurm, folder)
+    folder.rmdir()  # the runtime folder went with the login session
+    with pytest.raises(ConfigError, match=r"cannot open .*status-fake\.lock"):
+        poll.status(["11"], max_age=30)
