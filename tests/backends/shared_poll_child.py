@@ -16,14 +16,16 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from hpcbridge import Cluster, CommandResult, LocalTransport, SiteConfig
+from hpcbridge import Cluster, CommandResult, SiteConfig
+from hpcbridge.cluster import make_transport
+from hpcbridge.transports.base import Transport
 
 
-class StampingTransport(LocalTransport):
-    """A local transport that notes when each command starts."""
+class StampingTransport:
+    """The site's own transport (local or SSH), noting when each command starts."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
         self.commands: list[tuple[float, list[str]]] = []
 
     def run(
@@ -35,12 +37,16 @@ class StampingTransport(LocalTransport):
         timeout: float | None = None,
     ) -> CommandResult:
         self.commands.append((time.time(), list(argv)))
-        return super().run(argv, stdin=stdin, env=env, timeout=timeout)
+        return self.inner.run(argv, stdin=stdin, env=env, timeout=timeout)
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 def main(site_name: str, ready: str, go: str, mode: str, interval: str, *job_ids: str) -> None:
-    transport = StampingTransport()
-    cluster = Cluster(SiteConfig.load(site_name), transport=transport, shared_poll=True)
+    site = SiteConfig.load(site_name)
+    transport = StampingTransport(make_transport(site))
+    cluster = Cluster(site, transport=transport, shared_poll=True)
     Path(ready).touch()
     while not Path(go).exists():
         time.sleep(0.01)
@@ -51,6 +57,7 @@ def main(site_name: str, ready: str, go: str, mode: str, interval: str, *job_ids
     returned = time.time()
     seen = {job: [infos[job].state.value, infos[job].exit_code] for job in job_ids}
     print(json.dumps({"seen": seen, "returned": returned, "commands": transport.commands}))
+    cluster.close()
 
 
 if __name__ == "__main__":

@@ -133,6 +133,29 @@ def test_slurm_waiters_share_one_squeue_per_interval(
 
 
 @pytest.mark.slurm
+@pytest.mark.ssh
+def test_over_ssh_the_snapshot_is_shared_where_the_clusters_run(
+    slurm_cluster_cleaned: tuple[Cluster, list[str]], workdir: Path, tmp_path: Path
+) -> None:
+    cluster, jobs = slurm_cluster_cleaned
+    interval = 1.0
+    go, ends = tmp_path / "go", [workdir / f"end-{index}" for index in range(4)]
+    for index, end in enumerate(ends):
+        command = gated(go, index, end)
+        spec = {"name": "shared-ssh", "command": command, "workdir": str(workdir)}
+        jobs.append(cluster.submit({**spec, "stdout": "/dev/null"}))
+
+    site = "test-slurm-ssh"
+    started, results = run_together(site, "wait", interval, [[j] for j in jobs], tmp_path)
+
+    assert [result["seen"] for result in results] == [{j: ["COMPLETED", 0]} for j in jobs]
+    squeues = [stamp for stamp, _ in calls_of(results, "squeue")]
+    assert min(gaps(squeues), default=interval) >= interval - 0.1
+    assert len(squeues) <= (max(r["returned"] for r in results) - started) / interval + 1
+    assert (tmp_path / "run" / "hpcbridge" / "status-test-slurm-ssh.json").is_file()
+
+
+@pytest.mark.slurm
 def test_a_stale_snapshot_is_refreshed_by_exactly_one_process(
     slurm_cluster_cleaned: tuple[Cluster, list[str]], tmp_path: Path
 ) -> None:
