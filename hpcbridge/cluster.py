@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
 import time
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from hpcbridge.executor.pool import ClusterExecutor
 
 # wait() polls quickly at first, when short jobs finish, then backs off while nothing changes.
+log = logging.getLogger(__name__)
 _FIRST_POLL_S = 0.25
 _MAX_POLL_S = 10.0
 # A job just submitted may take a moment to show up; this many empty polls are forgiven.
@@ -120,6 +122,9 @@ class Cluster:
         self.renderer = Renderer(site.template_dir)
         self.shared_poll = _env_flag(_SHARED_POLL_ENV) if shared_poll is None else shared_poll
         self._ids_by_name: dict[str, str] = {}
+        self._specs: dict[str, JobSpec] = {}  # what each job was submitted as, for retries
+        # Each job waited on with retry=True -> the ids of its runs, first to latest.
+        self.attempts: dict[str, list[str]] = {}
         self._max_array_size: tuple[int | None] | None = None  # asked once, when first needed
         self._shared: SharedPoll | None = None  # made on first use
 
@@ -153,6 +158,8 @@ class Cluster:
         script = self._render(prepared, token=token)
         job_id = self.backend.submit(script, prepared, token)
         self._ids_by_name[prepared.name] = job_id
+        if prepared.retry is not None:
+            self._specs[job_id] = prepared
         return job_id
 
     def submit_many(
@@ -225,8 +232,14 @@ class Cluster:
         timeout: float | None = None,
         poll_interval: float = _FIRST_POLL_S,
         shared_poll: bool | None = None,
+        retry: bool = False,
     ) -> dict[str, JobInfo]:
         """Block until every job has ended; polls all unfinished jobs in one call each time.
+
+        With ``retry``, a job submitted here whose spec has ``retry`` and that ends in one of
+        its states is submitted again after its backoff (hpcbridge.jobs.retry), while the
+        others are still watched; the answer is each job's last run, under the id waited
+        on, and ``attempts`` lists every run.
 
         With shared polling (``shared_poll``, default the Cluster's), each poll reads the
         snapshot every process of this user shares, refreshed by whichever process finds it
@@ -234,6 +247,8 @@ class Cluster:
         one interval, and the scheduler is asked once per interval however many wait.
         """
         wanted = _id_list(job_ids)
+        if retry:
+            return self._wait_retrying(wanted, timeout=timeout, poll_interval=poll_interval)
         shared = self._shared_poll(shared_poll)
         deadline = None if timeout is None else time.monotonic() + timeout
         finished: dict[str, JobInfo] = {}
@@ -264,6 +279,53 @@ class Cluster:
             settling = bool(exit_awaited.keys() - finished.keys())
             interval = poll_interval if newly_done or settling else min(interval * 1.5, _MAX_POLL_S)
             sleep_for = shared.next_poll(interval) if shared else interval
+            if deadline is not None:
+                sleep_for = min(sleep_for, deadline - time.monotonic())
+            time.sleep(max(0.0, sleep_for))
+
+    def _wait_retrying(
+        self, wanted: list[str], *, timeout: float | None, poll_interval: float
+    ) -> dict[str, JobInfo]:
+        """wait(retry=True): one status call per poll for every latest run; a run that ended
+        retryably is resubmitted once its backoff has passed, the others go on being
+        watched meanwhile."""
+        from hpcbridge.jobs.retry import retry_after
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for job_id in wanted:
+            self.attempts.setdefault(job_id, [job_id])
+        due: dict[str, tuple[float, JobSpec]] = {}  # job waited on -> (when, next spec)
+        over: dict[str, JobInfo] = {}
+        interval = poll_interval
+        while True:
+            now = time.monotonic()
+            for job_id, (when, spec) in list(due.items()):
+                if when <= now:
+                    self.attempts[job_id].append(self.submit(spec))
+                    del due[job_id]
+            watched = {self.attempts[j][-1]: j for j in wanted if j not in over and j not in due}
+            infos = self.status(list(watched)) if watched else {}
+            for run, info in infos.items():
+                if not info.state.is_terminal:
+                    continue
+                job_id = watched[run]
+                submitted = self._specs.get(run)
+                runs = len(self.attempts[job_id])
+                plan = retry_after(submitted, info.state, runs) if submitted else None
+                if plan is None:
+                    over[job_id] = info
+                else:
+                    log.info("job %s (run %s): retrying, %s", job_id, run, plan.reason)
+                    next_spec = plan.spec.model_copy(update={"depends_on": []})
+                    due[job_id] = (time.monotonic() + plan.delay_s, next_spec)
+            if len(over) == len(wanted):
+                return {job_id: over[job_id] for job_id in wanted}
+            if deadline is not None and time.monotonic() >= deadline:
+                unfinished = ", ".join(j for j in wanted if j not in over)
+                raise WaitTimeout(f"jobs {unfinished} still running after {timeout:g} s")
+            interval = min(interval * 1.5, _MAX_POLL_S)
+            wake = [when for when, _ in due.values()]
+            sleep_for = min([interval, *(when - time.monotonic() for when in wake)])
             if deadline is not None:
                 sleep_for = min(sleep_for, deadline - time.monotonic())
             time.sleep(max(0.0, sleep_for))

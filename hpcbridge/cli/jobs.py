@@ -146,7 +146,7 @@ def submit(
             else:
                 click.echo("\n".join(job_ids))
             return
-        infos = cluster.wait(job_ids, timeout=timeout)
+        infos = cluster.wait(job_ids, timeout=timeout, retry=spec.retry is not None)
     _show(infos.values(), as_json)
     if any(info.state.value != "COMPLETED" for info in infos.values()):
         sys.exit(EXIT_JOB_FAILED)

@@ -77,6 +77,10 @@ def _node_list(value: str) -> str:
 
 
 NodeList = Annotated[str, AfterValidator(_node_list)]
+# Endings a job may be retried after (RetrySpec.on): JobState names.
+RetryState = Literal[
+    "NODE_FAIL", "BOOT_FAIL", "OUT_OF_MEMORY", "TIMEOUT", "FAILED", "PREEMPTED", "CANCELLED"
+]
 Walltime = Annotated[
     int, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)
 ]
@@ -200,6 +204,31 @@ def _not_blank(value: str) -> str:
 ShellText = Annotated[str, AfterValidator(_not_blank), AfterValidator(_runnable)]
 
 
+def _backoff_seconds(value: Any) -> Any:
+    """A backoff: seconds as a number, "90s", "5m", "1h", or a Slurm-style clock."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return int(value)
+    text = str(value).strip()
+    units = {"s": 1, "m": 60, "h": 3600}
+    if text[-1:] in units and text[:-1].isdigit():
+        return int(text[:-1]) * units[text[-1]]
+    return parse_duration(text)
+
+
+class RetrySpec(_Model):
+    """Submit a job again when it ends in one of the ``on`` states (by default the ones that
+    are no fault of the job: a node or its boot failing, or memory running out), up to
+    ``attempts`` more times, ``backoff`` seconds after it ended, times ``factor`` for each
+    further attempt; after OUT_OF_MEMORY its memory is raised by ``memory_factor``. Other
+    endings are not retried: a job that fails by itself would fail again."""
+
+    attempts: int = Field(3, ge=1, le=100)
+    on: list[RetryState] = ["NODE_FAIL", "BOOT_FAIL", "OUT_OF_MEMORY"]
+    backoff: Annotated[int, BeforeValidator(_backoff_seconds)] = Field(60, ge=0)
+    factor: float = Field(2.0, ge=1, le=100)
+    memory_factor: float = Field(1.5, ge=1, le=100)
+
+
 class PreviewSpec(_Model):
     """A coarse first pass over an array (frames, a sweep): every ``every``-th index from the
     first, or the indices ``first``, go in a preview array at ``level`` (default: the site's
@@ -293,6 +322,7 @@ class JobSpec(_Model):
     setup: list[Annotated[str, AfterValidator(_runnable)]] = []
     checkpoint: CheckpointSpec | None = None
     preview: PreviewSpec | None = None
+    retry: RetrySpec | None = None
     # Where each array task writes its result ("frames/f{index:04d}.png", relative to
     # workdir): a task is done when its file is there and not empty (workflow frames).
     outputs: str | None = None
