@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 import time
 
+from hpcbridge import Cluster, JobState
+
 NODE = "vm"
 
 
@@ -43,3 +45,20 @@ def set_node(state: str, *, reason: str = "hpcbridge-test", timeout: float = 30)
         if time.monotonic() > deadline:
             raise AssertionError(f"{' '.join(argv)} kept failing (node {node_state()})")
         time.sleep(0.5)
+
+
+def fail_node_under(cluster: Cluster, job_id: str, *, reason: str) -> None:
+    """Set the node down once ``job_id`` runs, wait until the job has ended NODE_FAIL, and
+    bring the node back whatever happens."""
+    try:
+        deadline = time.monotonic() + 60
+        while cluster.status(job_id)[job_id].state is not JobState.RUNNING:
+            assert time.monotonic() < deadline, "the job did not start"
+            time.sleep(0.5)
+        set_node("down", reason=reason)
+        deadline = time.monotonic() + 60
+        while cluster.status(job_id)[job_id].state is not JobState.NODE_FAIL:
+            assert time.monotonic() < deadline, "the node failure did not end the job"
+            time.sleep(0.5)
+    finally:
+        set_node("resume")

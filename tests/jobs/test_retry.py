@@ -6,11 +6,10 @@ job whose node fails (a real NODE_FAIL on the test node) completes on its second
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
-from slurm_queue import set_node
+from slurm_queue import fail_node_under
 
 from hpcbridge import Cluster, JobSpec, JobState
 from hpcbridge.errors import SpecError
@@ -110,18 +109,7 @@ def test_a_job_whose_node_fails_completes_on_its_second_attempt(
 
     waiter = threading.Thread(target=wait)
     waiter.start()
-    try:
-        deadline = time.monotonic() + 60
-        while slurm_cluster.status(job_id)[job_id].state is not JobState.RUNNING:
-            assert time.monotonic() < deadline, "the job did not start"
-            time.sleep(0.5)
-        set_node("down", reason="hpcbridge-retry-test")
-        deadline = time.monotonic() + 60
-        while slurm_cluster.status(job_id)[job_id].state is not JobState.NODE_FAIL:
-            assert time.monotonic() < deadline, "the node failure did not end the job"
-            time.sleep(0.5)
-    finally:
-        set_node("resume")
+    fail_node_under(slurm_cluster, job_id, reason="hpcbridge-retry-test")
     waiter.join(timeout=240)
     assert answer == {"state": JobState.COMPLETED}
     first, second = slurm_cluster.attempts[job_id]

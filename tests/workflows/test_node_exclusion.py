@@ -3,11 +3,10 @@ another node could run the stage, and goes on without the exclusion where none c
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
-from slurm_queue import set_node
+from slurm_queue import fail_node_under
 
 from hpcbridge import Cluster, JobState
 from hpcbridge.errors import SpecError
@@ -53,18 +52,7 @@ def test_resume_after_a_node_failure_tries_to_avoid_the_node(
     )
     first = record.latest_job("solo")
     assert first is not None
-    try:
-        deadline = time.monotonic() + 60
-        while slurm_cluster.status(first)[first].state is not JobState.RUNNING:
-            assert time.monotonic() < deadline, "the stage did not start"
-            time.sleep(0.5)
-        set_node("down", reason="hpcbridge-exclude-test")
-        deadline = time.monotonic() + 60
-        while slurm_cluster.status(first)[first].state is not JobState.NODE_FAIL:
-            assert time.monotonic() < deadline, "the node failure did not end the stage"
-            time.sleep(0.5)
-    finally:
-        set_node("resume")
+    fail_node_under(slurm_cluster, first, reason="hpcbridge-exclude-test")
 
     record, rerun, _ = resume_workflow(slurm_cluster, store, record.workflow_id)
     assert rerun == ["solo"]
