@@ -109,6 +109,8 @@ def aggregate_array(array_id: str, tasks: Iterable[JobInfo]) -> JobInfo:
 
 def with_array_totals(job_ids: Sequence[str], found: dict[str, JobInfo]) -> dict[str, JobInfo]:
     """Add an aggregate entry for each requested id that names an array of found tasks."""
+    if all(job_id in found for job_id in job_ids):
+        return found
     tasks_by_array: dict[str, list[JobInfo]] = defaultdict(list)
     for info in found.values():
         if info.array_job_id is not None:

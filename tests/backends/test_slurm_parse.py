@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from hpcbridge import JobState, SchedulerError
+from hpcbridge import JobInfo, JobState, SchedulerError
 from hpcbridge.backends.base import aggregate_array
 from hpcbridge.backends.slurm import cli, parse
 from hpcbridge.jobs.spec import Dependency
@@ -91,3 +92,67 @@ def test_dependency_expression_groups_conditions() -> None:
         Dependency(condition="singleton"),
     ]
     assert cli.dependency_expression(deps) == "afterok:1:2,afterany:3,singleton"
+
+
+@pytest.mark.parametrize("name", ["squeue_mixed.txt", "sacct_mixed.txt"])
+def test_rows_built_without_validation_equal_validated_ones(name: str) -> None:
+    """The parsers build JobInfo.from_scheduler: the same model validation would give."""
+    parser = parse.parse_squeue if name.startswith("squeue") else parse.parse_sacct
+    infos = parser((DATA / name).read_text())
+    assert infos
+    for info in infos:
+        validated = JobInfo.model_validate(info.model_dump())
+        assert validated == info
+        assert validated.model_dump() == info.model_dump()
+        assert hash(validated) == hash(info)
+        assert repr(validated) == repr(info)
+
+
+def test_from_scheduler_keeps_the_model_frozen_and_copyable() -> None:
+    info = JobInfo.from_scheduler("12", JobState.PENDING, "PENDING", reason="JobHeldUser")
+    assert info == JobInfo(
+        job_id="12", state=JobState.PENDING, raw_state="PENDING", reason="JobHeldUser"
+    )
+    assert info.held
+    with pytest.raises(ValidationError):
+        info.job_id = "13"  # type: ignore[misc]
+    assert info.model_copy(update={"exit_code": 3}).exit_code == 3
+    assert info.exit_code is None
+
+
+def test_squeue_rows_can_be_limited_to_the_ids_wanted() -> None:
+    """A listing of all the user's jobs keeps the rows asked for: a job, an array task, or
+    every task of an array asked for as a whole."""
+    stdout = (DATA / "squeue_mixed.txt").read_text()
+    assert set(by_id(parse.parse_squeue(stdout, {"1067", "1069"}))) == {
+        "1067",
+        "1069_1",
+        "1069_2",
+        "1069_3",
+    }
+    assert set(by_id(parse.parse_squeue(stdout, {"1069_3", "999"}))) == {"1069_3"}
+    assert parse.parse_squeue(stdout, set()) == []
+
+
+def test_padded_squeue_fields_are_stripped() -> None:
+    """Fields are stripped as before when a line holds spaces or non-ASCII text."""
+    row = cli.FIELD_SEPARATOR.join(
+        [
+            " 5",
+            "5",
+            "N/A",
+            " my job ",
+            "PENDING",
+            "JobHeldUser ",
+            "",
+            "debug",
+            "physics",
+            "2026-11-23T13:20:10",
+            "N/A",
+            "N/A",
+            "(null)",
+        ]
+    )
+    (info,) = parse.parse_squeue(row + "\n")
+    assert (info.job_id, info.name, info.reason) == ("5", "my job", "JobHeldUser")
+    assert info.held

@@ -48,6 +48,10 @@ ERRORS = ErrorTable(
 )
 
 
+# From this many ids on, status lists the user's jobs instead of naming them (see status).
+LISTING_FROM = 500
+
+
 class SlurmBackend:
     """Submit, watch and steer Slurm jobs with sbatch, squeue, sacct, scancel and scontrol."""
 
@@ -84,12 +88,31 @@ class SlurmBackend:
         return f"{array_id}_{index}"
 
     def status(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
-        """One squeue call; sacct only for jobs squeue no longer lists or lacks exit codes for."""
+        """One squeue call; sacct only for jobs squeue no longer lists or lacks exit codes for.
+
+        For many ids (LISTING_FROM or more) that call lists this user's jobs (``--me``) and
+        keeps the rows asked for: squeue matches ``--jobs`` against every job it loads, one
+        id at a time (1,000 ids: 18 ms where the listing takes 12.5 ms on the test Slurm), and
+        a multi-id query loads every user's jobs where ``--me`` has the controller send only
+        this user's. Ids the listing lacks (other users' jobs, jobs gone from squeue) are then
+        asked as before, so the answer is the same either way.
+        """
+        if not job_ids:
+            return {}
+        if len(job_ids) >= LISTING_FROM:
+            result = self.commands.run(cli.squeue_mine(), env=cli.UTC_ENV)
+            listed = _by_id(parse.parse_squeue(result.stdout, set(job_ids)))
+            rest = [job_id for job_id in job_ids if job_id not in listed]
+            if rest:
+                listed.update(self._query(_uncovered(rest, listed)))
+            return self.complete(job_ids, listed)
+        return self.complete(job_ids, self._query(job_ids))
+
+    def _query(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
         if not job_ids:
             return {}
         result = self.commands.run(cli.squeue(job_ids), env=cli.UTC_ENV, missing_ok=True)
-        listed = parse.parse_squeue(result.stdout) if result.ok else []
-        return self.complete(job_ids, {info.job_id: info for info in listed})
+        return _by_id(parse.parse_squeue(result.stdout)) if result.ok else {}
 
     def list_jobs(self) -> dict[str, JobInfo]:
         """Every job of this user squeue still shows (ended ones too, for MinJobAge), in one
@@ -101,11 +124,7 @@ class SlurmBackend:
         """The status of ``job_ids`` from squeue's ``listed`` rows, and one sacct call for the
         jobs squeue no longer lists or lacks exit codes for."""
         found = dict(listed)
-        need_accounting = [
-            job_id
-            for job_id in job_ids
-            if not _covered(job_id, found) or _terminal_without_exit(job_id, found)
-        ]
+        need_accounting = _needing_accounting(job_ids, found)
         if need_accounting:
             result = self.commands.run(cli.sacct(need_accounting), env=cli.UTC_ENV)
             for info in parse.parse_sacct(result.stdout):
@@ -166,11 +185,33 @@ def _merge(live: JobInfo | None, accounted: JobInfo) -> JobInfo:
     )
 
 
-def _covered(job_id: str, found: dict[str, JobInfo]) -> bool:
-    return job_id in found or any(info.array_job_id == job_id for info in found.values())
+def _by_id(infos: list[JobInfo]) -> dict[str, JobInfo]:
+    return {info.job_id: info for info in infos}
 
 
-def _terminal_without_exit(job_id: str, found: dict[str, JobInfo]) -> bool:
-    info = found.get(job_id)
-    members = [info] if info else [i for i in found.values() if i.array_job_id == job_id]
-    return any(member.state.is_terminal and member.exit_code is None for member in members)
+def _uncovered(job_ids: Sequence[str], found: dict[str, JobInfo]) -> list[str]:
+    """The ids neither listed nor an array whose tasks are."""
+    arrays = {info.array_job_id for info in found.values() if info.array_job_id is not None}
+    return [job_id for job_id in job_ids if job_id not in found and job_id not in arrays]
+
+
+def _needing_accounting(job_ids: Sequence[str], found: dict[str, JobInfo]) -> list[str]:
+    """The ids to ask sacct about: not listed (nor any task of theirs), or ended without an
+    exit code (the job itself, else any of its tasks)."""
+    needed = []
+    tasks: dict[str, list[JobInfo]] | None = None  # grouped on the first id not listed
+    for job_id in job_ids:
+        info = found.get(job_id)
+        if info is not None:
+            if info.state.is_terminal and info.exit_code is None:
+                needed.append(job_id)
+            continue
+        if tasks is None:
+            tasks = {}
+            for member in found.values():
+                if member.array_job_id is not None:
+                    tasks.setdefault(member.array_job_id, []).append(member)
+        members = tasks.get(job_id)
+        if not members or any(m.state.is_terminal and m.exit_code is None for m in members):
+            needed.append(job_id)
+    return needed

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from datetime import datetime
 
 from hpcbridge.backends.slurm.cli import FIELD_SEPARATOR, SACCT_FIELDS, SQUEUE_FIELDS
@@ -99,28 +99,77 @@ def parse_max_array_size(stdout: str) -> int | None:
     return None
 
 
-def parse_squeue(stdout: str) -> list[JobInfo]:
-    """Rows of ``squeue --format`` built by cli.squeue."""
+def parse_squeue(stdout: str, wanted: Container[str] | None = None) -> list[JobInfo]:
+    """Rows of ``squeue --format`` built by cli.squeue; with ``wanted``, only the rows of
+    those ids (a job, an array task, or an array as a whole), the rest skipped unparsed.
+
+    One answer may hold thousands of rows, so this is the hot path of polling: the values
+    are typed here and the models built without validating them again
+    (JobInfo.from_scheduler), times and states are looked up once per distinct string.
+    """
     infos = []
-    for fields in _rows(stdout, len(SQUEUE_FIELDS)):
+    width = len(SQUEUE_FIELDS)
+    times: dict[str, datetime | None] = {}
+    states: dict[str, tuple[JobState, bool, bool]] = {}  # code -> (state, pending, ended)
+    for line in stdout.split("\n"):
+        fields = line.split(FIELD_SEPARATOR)
+        if len(fields) != width:
+            if not line.strip():
+                continue
+            raise SchedulerError(f"expected {width} fields from Slurm, got {len(fields)}: {line!r}")
+        # Only a line holding a character str.strip() removes (whitespace but the separator,
+        # or anything not ASCII) pays for stripping each field: few ever do.
+        if (
+            " " in line
+            or "\t" in line
+            or "\r" in line
+            or "\x0b" in line
+            or "\x0c" in line
+            or "\x1c" in line
+            or "\x1d" in line
+            or "\x1e" in line
+            or not line.isascii()
+        ):
+            fields = [field.strip() for field in fields]
         job_id, array_id, task, name, state, reason, nodes, partition, account = fields[:9]
-        submit, start, end, _comment = fields[9:]
-        parsed_state = slurm_state(state)
+        if wanted is not None and job_id not in wanted and array_id not in wanted:
+            continue
+        submit, start, end = fields[9:12]
+        known = states.get(state)
+        if known is None:
+            code = slurm_state(state)
+            known = states[state] = (code, code is JobState.PENDING, code.is_terminal)
+        parsed_state, pending, terminal = known
+        if submit not in times:
+            times[submit] = utc_time(submit)
+        if pending:
+            started = None
+        elif start in times:
+            started = times[start]
+        else:
+            started = times[start] = utc_time(start)
+        if not terminal:
+            ended = None
+        elif end in times:
+            ended = times[end]
+        else:
+            ended = times[end] = utc_time(end)
+        in_array = task != "N/A" and is_decimal(task)
         infos.append(
-            JobInfo(
-                job_id=job_id,
-                state=parsed_state,
-                raw_state=state,
+            JobInfo.from_scheduler(
+                job_id,
+                parsed_state,
+                state,
                 name=name or None,
-                reason=optional(reason),
-                nodes=optional(nodes),
-                partition=optional(partition),
-                account=optional(account),
-                submit_time=utc_time(submit),
-                start_time=utc_time(start) if parsed_state is not JobState.PENDING else None,
-                end_time=utc_time(end) if parsed_state.is_terminal else None,
-                array_job_id=array_id if is_decimal(task) else None,
-                array_task_id=int(task) if is_decimal(task) else None,
+                reason=None if reason in _EMPTY else reason,
+                nodes=None if nodes in _EMPTY else nodes,
+                partition=None if partition in _EMPTY else partition,
+                account=None if account in _EMPTY else account,
+                submit_time=times[submit],
+                start_time=started,
+                end_time=ended,
+                array_job_id=array_id if in_array else None,
+                array_task_id=int(task) if in_array else None,
             )
         )
     return infos
@@ -136,10 +185,10 @@ def parse_sacct(stdout: str) -> list[JobInfo]:
         # Pending array tasks are one row, "1069_[2-3%1]": part of the array, no index yet.
         base, in_array, task = job_id.partition("_")
         infos.append(
-            JobInfo(
-                job_id=job_id,
-                state=slurm_state(state),
-                raw_state=state,
+            JobInfo.from_scheduler(
+                job_id,
+                slurm_state(state),
+                state,
                 name=name or None,
                 reason=optional(reason),
                 exit_code=int(code) if is_decimal(code) else None,
