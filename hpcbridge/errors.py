@@ -33,6 +33,8 @@ may succeed::
         │                               NODE_FAIL, CANCELLED, ...): state and stderr tail kept
         ├── WorkerError                 the worker's Python could not run it (a module it
         │                               cannot import, another Python or hpcbridge version)
+        ├── RestartsExhausted           a checkpointable one was stopped more often than its
+        │                               max_restarts allows (restarts and limit kept)
         └── RemoteError                 it raised an exception that cannot be rebuilt here
                                         (type name and remote traceback kept)
 """
@@ -182,6 +184,19 @@ class WorkerError(TaskError):
     """The compute node's Python could not run the function: it cannot import a module the
     function needs (or hpcbridge, or cloudpickle), or it is another Python or hpcbridge
     version than the client's, whose pickles it would misread."""
+
+
+class RestartsExhausted(TaskError):
+    """A checkpointable function's job was stopped and requeued ``restarts`` times, which
+    its checkpoint's ``max_restarts`` bounds, so the wrapper would not start it again: it
+    needs a longer walltime per run, or more restarts."""
+
+    def __init__(
+        self, message: str, *, job_id: str, folder: str, restarts: int, max_restarts: int
+    ) -> None:
+        super().__init__(message, job_id=job_id, folder=folder)
+        self.restarts = restarts
+        self.max_restarts = max_restarts
 
 
 class RemoteError(TaskError):

@@ -1,5 +1,10 @@
 """Python functions as jobs: ``Cluster.executor()`` and the worker that runs them.
 
-Nothing is imported here: the worker (``python -m hpcbridge.executor.run_task``) loads only
-what it needs on a compute node, and ``import hpcbridge`` stays cheap.
+Only Resubmission is imported here, the one name a function's own code needs on the compute
+node (a checkpointable function's ``checkpoint`` returns one); its module imports nothing.
+The rest loads when used, so the worker and ``import hpcbridge`` stay cheap.
 """
+
+from hpcbridge.executor.resubmission import Resubmission
+
+__all__ = ["Resubmission"]

@@ -7,8 +7,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from hpcbridge.errors import JobKilled, RemoteError, TaskError, WorkerError
-from hpcbridge.executor import payload
+from hpcbridge.errors import JobKilled, RemoteError, RestartsExhausted, TaskError, WorkerError
+from hpcbridge.executor import checkpointing, payload
+from hpcbridge.jobs.checkpoint import read_events
 from hpcbridge.jobs.state import JobInfo, JobState
 
 # How much of the job's stderr an error carries: the end is where the cause is.
@@ -54,6 +55,9 @@ def returned(job_id: str, folder: Path) -> Any:
 def no_result(job_id: str, folder: Path, info: JobInfo) -> TaskError:
     """The error for a job that ended without a result: the scheduler killed it, or the
     worker never got as far as running the call (no Python there, no hpcbridge in it)."""
+    exhausted = _restarts_exhausted(job_id, folder)
+    if exhausted is not None:
+        return exhausted
     tail = stderr_tail(folder)
     shown = f"; the end of its stderr ({folder / payload.STDERR_FILE}):\n{tail}" if tail else ""
     if info.state not in (JobState.COMPLETED, JobState.FAILED):
@@ -76,6 +80,26 @@ def no_result(job_id: str, folder: Path, info: JobInfo) -> TaskError:
     else:
         cause = f"the worker exited with code {info.exit_code} before writing a result"
     return WorkerError(f"job {job_id}: {cause}{shown}", job_id=job_id, folder=str(folder))
+
+
+def _restarts_exhausted(job_id: str, folder: Path) -> RestartsExhausted | None:
+    """The error for a checkpointable call whose wrapper refused another run (its attempts
+    log ends "refused"), or None."""
+    checkpoints = folder / checkpointing.CHECKPOINTS
+    events = read_events(checkpoints) if checkpoints.is_dir() else []
+    if not events or events[-1].kind != "refused":
+        return None
+    restarts, limit = events[-1].attempt - 1, int(events[-1].fields[0])
+    return RestartsExhausted(
+        f"job {job_id} was stopped and requeued {restarts} times without finishing, as many "
+        f"as its max_restarts ({limit}) allows: give it a longer walltime or more restarts "
+        f"(the executor's checkpoint={{'max_restarts': ...}}); its checkpoints are in "
+        f"{checkpoints}",
+        job_id=job_id,
+        folder=str(folder),
+        restarts=restarts,
+        max_restarts=limit,
+    )
 
 
 def stderr_tail(folder: Path, lines: int = STDERR_LINES) -> str:

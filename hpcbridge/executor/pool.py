@@ -4,6 +4,12 @@ Each call gets a folder under the executor's own (on a filesystem the compute no
 its pickled call goes in before submission, the worker writes the result and its stderr
 beside it. ``map`` submits all its calls in one ``Cluster.submit_many`` (one job array); the
 futures are settled by the executor's one poller thread.
+
+A checkpointable call (one whose function has a ``checkpoint`` method, see
+hpcbridge.executor.checkpointing) is its own job under the checkpoint wrapper: the warning
+signal, requeue and ``max_restarts`` of the executor's ``checkpoint`` settings, its
+checkpoints in its folder. Such jobs differ in more than their command, so ``map`` of one
+submits a job per call rather than an array.
 """
 
 from __future__ import annotations
@@ -23,16 +29,20 @@ from typing import Any, Protocol
 
 from hpcbridge.backends.base import Backend
 from hpcbridge.errors import JobNotFound, SpecError
-from hpcbridge.executor import payload
+from hpcbridge.executor import checkpointing, payload
 from hpcbridge.executor.poller import Poller, Task
 from hpcbridge.files import write_atomically
-from hpcbridge.jobs.spec import JobSpec
+from hpcbridge.jobs.spec import CheckpointSpec, JobSpec
 from hpcbridge.jobs.state import JobInfo
 
 WORKER_MODULE = "hpcbridge.executor.run_task"
 # A job name taken from the function's own, when it is one the schedulers accept.
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _OWN_FIELDS = ("command", "script", "array")
+_OWN_CHECKPOINT_FIELDS = ("command", "restart", "directory", "on_limit")
+# The schedulers whose job can requeue itself from inside (hpcbridge_requeue in their
+# templates: scontrol requeue, qrerun); the local backend's wrapper can only stop at the limit.
+_REQUEUE_FROM_JOB = frozenset({"slurm", "pbs"})
 
 
 class Jobs(Protocol):
@@ -78,15 +88,31 @@ class ClusterExecutor(Executor):
             raise SpecError(
                 f"{', '.join(clashing)}: the executor sets these itself; leave them out"
             )
+        checkpoint = job_defaults.pop("checkpoint", None) or {}
+        clashing = sorted(set(checkpoint) & set(_OWN_CHECKPOINT_FIELDS))
+        if clashing:
+            raise SpecError(
+                f"checkpoint: {', '.join(clashing)}: the executor sets these itself for a "
+                "checkpointable function; leave them out"
+            )
         self.cluster = cluster
         self.python = python or sys.executable
         base = Path(root) if root is not None else Path.cwd() / ".hpcbridge-tasks"
         self.folder = base.resolve() / uuid.uuid4().hex[:12]
         self._named = "name" in job_defaults
-        self._defaults = JobSpec.parse(
-            {"name": "python-task", **job_defaults, "command": "true", "workdir": str(self.folder)},
-            source="executor job defaults",
-        )
+        given = {
+            "name": "python-task",
+            **job_defaults,
+            "command": "true",
+            "workdir": str(self.folder),
+        }
+        self._defaults = JobSpec.parse(given, source="executor job defaults")
+        # The commands and folder are each call's own; these stand in while checking.
+        placeholders = {"command": "true", "directory": str(self.folder)}
+        self._checkpoint_given = {**given, "checkpoint": {**checkpoint, **placeholders}}
+        self._checkpoint: CheckpointSpec | None = None
+        if checkpoint:  # a mistake in them is better said now than at the first such call
+            self._checkpoint_settings()
         self._numbers = itertools.count()
         # The poller thread and the caller's share the Cluster: one command of ours at a time.
         self._cluster_lock = threading.Lock()
@@ -135,6 +161,13 @@ class ClusterExecutor(Executor):
         with self._shutdown_lock:
             if self._shut_down:
                 raise RuntimeError("cannot schedule new futures after shutdown")
+        checkpointed = checkpointing.checkpointable(fn)
+        if checkpointed and self.cluster.backend.name not in _REQUEUE_FROM_JOB:
+            raise SpecError(
+                f"{getattr(fn, '__qualname__', type(fn).__qualname__)} is checkpointable, but "
+                f"a {self.cluster.backend.name} job cannot requeue itself at its time limit; "
+                "run it on Slurm or PBS, or submit a function without a checkpoint method"
+            )
         many = len(calls) > 1
         blobs = [
             payload.dump_call(fn, args, kwargs, item=f"item {index}: " if many else "")
@@ -145,7 +178,7 @@ class ClusterExecutor(Executor):
             folder.mkdir(parents=True)
             write_atomically(folder / payload.CALL_FILE, blob)
         name = getattr(fn, "__name__", "")
-        specs = [self._spec(folder, name) for folder in folders]
+        specs = [self._spec(folder, name, checkpointed) for folder in folders]
         with self._cluster_lock:
             job_ids = self.cluster.submit_many(specs)
         futures = [TaskFuture(job_id, self._cancel) for job_id in job_ids]
@@ -155,17 +188,54 @@ class ClusterExecutor(Executor):
         )
         return futures
 
-    def _spec(self, folder: Path, fn_name: str) -> JobSpec:
-        """The job of one call: the defaults, the worker's command, the function's name."""
-        quoted = shlex.quote(str(folder))
-        command = (
-            f"{shlex.quote(self.python)} -m {WORKER_MODULE} {quoted} "
-            f"2>>{shlex.quote(str(folder / payload.STDERR_FILE))}"
-        )
-        update: dict[str, Any] = {"command": command}
+    def _spec(self, folder: Path, fn_name: str, checkpointed: bool) -> JobSpec:
+        """The job of one call: the defaults, the worker's command, the function's name, and
+        for a checkpointable function the wrapper around it."""
+        update: dict[str, Any] = {"command": self._worker(folder)}
         if not self._named and _NAME.fullmatch(fn_name):
             update["name"] = fn_name
+        if checkpointed:
+            update["command"] = f"exec {update['command']}"
+            update["checkpoint"] = self._checkpoint_of(folder)
         return self._defaults.model_copy(update=update)
+
+    def _worker(self, folder: Path, call_file: str = "") -> str:
+        """The worker's command line, its stderr to the folder."""
+        quoted = shlex.quote(str(folder))
+        return (
+            f"{shlex.quote(self.python)} -m {WORKER_MODULE} {quoted}{call_file} "
+            f"2>>{shlex.quote(str(folder / payload.STDERR_FILE))}"
+        )
+
+    def _checkpoint_of(self, folder: Path) -> CheckpointSpec:
+        """The wrapper's commands for one checkpointable call: ask the worker for its call to
+        continue from; restart the worker on the one in the checkpoint being resumed. The
+        worker is started by ``exec``, as the wrapper sends the request to the process it runs
+        as the work, which must then be the worker itself."""
+        settings = self._checkpoint_settings()
+        ask = (
+            f"{shlex.quote(self.python)} -m {checkpointing.__name__} {shlex.quote(str(folder))} "
+            f"{checkpointing.answer_time(settings.signal.seconds)}"
+        )
+        resume = f' "$HPCBRIDGE_CHECKPOINT"/{payload.CALL_FILE}'
+        return settings.model_copy(
+            update={
+                "command": ask,
+                "restart": f"exec {self._worker(folder, resume)}",
+                "directory": str(folder / checkpointing.CHECKPOINTS),
+            }
+        )
+
+    def _checkpoint_settings(self) -> CheckpointSpec:
+        """The executor's ``checkpoint`` settings, checked with the job defaults once."""
+        if self._checkpoint is None:
+            checked = JobSpec.parse(
+                self._checkpoint_given,
+                source="executor job defaults, for a checkpointable function",
+            )
+            assert checked.checkpoint is not None  # given just above
+            self._checkpoint = checked.checkpoint
+        return self._checkpoint
 
     def _status(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
         with self._cluster_lock:

@@ -109,7 +109,7 @@ def test_a_worker_of_another_python_refuses_before_unpickling(tmp_path: Path) ->
     call = tmp_path / payload.CALL_FILE
     header = json.dumps({**payload.versions(), "python": "3.99"}).encode()
     call.write_bytes(header + b"\nnot a pickle at all")
-    outcome = run_task.run(call)
+    outcome = run_task.run(call, tmp_path)
     assert outcome["kind"] == "worker"
     assert (
         f"python 3.99 there, {sys.version_info[0]}.{sys.version_info[1]} here"
