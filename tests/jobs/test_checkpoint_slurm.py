@@ -1,12 +1,11 @@
 """Checkpoint/restart on the real Slurm: the time-limit requeue, and a node failing under a job.
 
 A requeued job waits about two minutes on BeginTime; the tests release it after a few seconds
-with ``scontrol update jobid=N starttime=now`` so each takes two or three minutes.
+(slurm_queue.drive_to_the_end) so each takes two or three minutes.
 """
 
 from __future__ import annotations
 
-import subprocess
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,16 +13,13 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from slurm_queue import set_node
+from slurm_queue import completed_runs, drive_to_the_end, set_node
 
 from hpcbridge import Cluster, JobState
-from hpcbridge.backends.slurm import cli
-from hpcbridge.backends.slurm.accounting import runs_from_sacct
 from hpcbridge.cli.main import main
 from hpcbridge.jobs.checkpoint import AttemptSummary, attempt_history, list_checkpoints, read_events
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(420)]
-RELEASE_AFTER_S = 3
 
 # Counts to LAST a step a second, saving its progress in ./state; the restart goes on from the
 # checkpoint's copy, five steps a second so the second run ends before its own warning.
@@ -55,47 +51,9 @@ def counter_job(workdir: Path, name: str, last: int, **checkpoint: Any) -> dict[
     }
 
 
-def drive_to_the_end(cluster: Cluster, job_id: str, *, timeout: float = 360) -> list[datetime]:
-    """Release each requeued run soon; the times the job was seen requeued.
-
-    Not at once: a run started while the previous one is still being cleaned up on the node
-    fails to launch (seen in CI: FAILED 1:0 within the second), so the job is left on
-    BeginTime for RELEASE_AFTER_S first; Slurm itself would leave it about two minutes.
-    """
-    requeued: list[datetime] = []
-    waiting_since: float | None = None  # this run's first sight of it held on BeginTime
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        info = cluster.status(job_id)[job_id]
-        if info.state is JobState.COMPLETED:
-            return requeued
-        assert not info.state.is_terminal, f"job {job_id} ended {info.state}"
-        if info.state is not JobState.PENDING or info.reason != "BeginTime":
-            waiting_since = None
-        elif waiting_since is None:
-            waiting_since = time.monotonic()
-            requeued.append(datetime.now(UTC))
-        elif time.monotonic() - waiting_since >= RELEASE_AFTER_S:
-            subprocess.run(["scontrol", "update", f"jobid={job_id}", "starttime=now"], check=True)
-        time.sleep(1)
-    raise AssertionError(f"job {job_id} did not finish in {timeout} s")
-
-
 def history(workdir: Path, job_id: str) -> list[AttemptSummary]:
-    """sacct --duplicates of the job, joined with the wrapper's log; waits for slurmdbd."""
-    for _ in range(30):
-        sacct = subprocess.run(
-            cli.sacct_history([job_id], datetime.now(UTC)),
-            env={**cli.UTC_ENV, "PATH": "/usr/bin:/usr/local/bin:/bin"},
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        runs = runs_from_sacct(sacct.stdout)
-        if runs and runs[-1].state is JobState.COMPLETED:
-            return attempt_history(workdir / "ck", runs)
-        time.sleep(1)
-    raise AssertionError(f"sacct never showed job {job_id} completed")
+    """sacct --duplicates of the job, joined with the wrapper's log."""
+    return attempt_history(workdir / "ck", completed_runs(job_id))
 
 
 def test_a_job_at_its_time_limit_is_requeued_and_finishes_from_its_checkpoint(

@@ -1,0 +1,53 @@
+"""A checkpointable function on the real Slurm: stopped at its time limit, requeued, resumed.
+
+Slurm's shortest limit is a minute and the warning may come up to 60 s early (sbatch(1),
+--signal), so the call has a 2-minute limit, the warning 30 s before it, and 100 s of work:
+the warning reaches each run 30-90 s in, so the first run is always stopped and a later one
+finishes. Requeued runs are released after a few seconds (slurm_queue.drive_to_the_end).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from slow_sum import SlowSum, expected
+from slurm_queue import completed_runs, drive_to_the_end
+
+from hpcbridge import Cluster, JobState
+from hpcbridge.executor.pool import ClusterExecutor
+
+pytestmark = [pytest.mark.slurm, pytest.mark.timeout(600)]
+STEPS = 100
+
+
+@pytest.fixture
+def executor(slurm_cluster: Cluster, workdir: Path) -> Iterator[ClusterExecutor]:
+    with slurm_cluster.executor(
+        root=workdir, resources={"walltime": "2"}, checkpoint={"signal": "USR1@30"}
+    ) as pool:
+        yield pool
+
+
+def test_a_checkpointable_function_stopped_at_its_limit_resumes_and_returns_the_sum(
+    executor: ClusterExecutor, workdir: Path
+) -> None:
+    started = time.monotonic()
+    future = executor.submit(SlowSum(1.0), STEPS)
+    job_id: str = getattr(future, "job_id")  # noqa: B009  (a TaskFuture's)
+    # A second Cluster watches the job, beside the executor's own poller.
+    with Cluster.from_site("test-slurm") as watcher:
+        requeued = drive_to_the_end(watcher, job_id, timeout=540)
+    total, runs = future.result(timeout=60)
+    elapsed = time.monotonic() - started
+
+    assert total == expected(STEPS)
+    history = completed_runs(job_id)
+    assert requeued, "the job was never seen requeued"
+    assert [run.state for run in history[:-1]] == [JobState.REQUEUED] * (len(history) - 1)
+    assert history[-1].state is JobState.COMPLETED
+    # Each run that started carried the sum on from the checkpoint of the one before.
+    assert runs == len(history) >= 2
+    print(f"checkpointable function: {runs} runs, {len(requeued)} requeues, {elapsed:.0f} s")
