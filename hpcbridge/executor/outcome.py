@@ -9,7 +9,7 @@ from typing import Any
 
 from hpcbridge.errors import JobKilled, RemoteError, RestartsExhausted, TaskError, WorkerError
 from hpcbridge.executor import checkpointing, payload
-from hpcbridge.jobs.checkpoint import read_events
+from hpcbridge.jobs.checkpoint import Event, read_events
 from hpcbridge.jobs.state import JobInfo, JobState
 
 # How much of the job's stderr an error carries: the end is where the cause is.
@@ -82,11 +82,27 @@ def no_result(job_id: str, folder: Path, info: JobInfo) -> TaskError:
     return WorkerError(f"job {job_id}: {cause}{shown}", job_id=job_id, folder=str(folder))
 
 
+def continued_in(job_id: str, folder: Path) -> str | None:
+    """The job a checkpointable call's run ``job_id`` handed its work to, having been refused
+    a requeue (PBS qrerun takes operator rights; the wrapper then submits the job again and
+    logs "continued"), or None."""
+    for event in _events(folder):
+        if event.kind == "continued" and event.job_id == job_id and event.fields:
+            return event.fields[0]
+    return None
+
+
+def _events(folder: Path) -> list[Event]:
+    """The checkpoint wrapper's attempts log of a checkpointable call (none for others)."""
+    checkpoints = folder / checkpointing.CHECKPOINTS
+    return read_events(checkpoints) if checkpoints.is_dir() else []
+
+
 def _restarts_exhausted(job_id: str, folder: Path) -> RestartsExhausted | None:
     """The error for a checkpointable call whose wrapper refused another run (its attempts
     log ends "refused"), or None."""
     checkpoints = folder / checkpointing.CHECKPOINTS
-    events = read_events(checkpoints) if checkpoints.is_dir() else []
+    events = _events(folder)
     if not events or events[-1].kind != "refused":
         return None
     restarts, limit = events[-1].attempt - 1, int(events[-1].fields[0])

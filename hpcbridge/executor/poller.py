@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from hpcbridge.errors import HpcBridgeError, JobNotFound
 from hpcbridge.executor import outcome
@@ -46,6 +46,14 @@ class Task:
     future: Future[Any]
 
 
+@runtime_checkable
+class _Labelled(Protocol):
+    """A future that names its job (the executor's TaskFuture), renamed when the call's
+    work moves on to another job."""
+
+    job_id: str
+
+
 class Poller:
     """Settles the futures of one executor's tasks from one thread (started on first use)."""
 
@@ -54,6 +62,7 @@ class Poller:
         self._tasks: dict[str, Task] = {}
         self._missing: dict[str, int] = {}
         self._ended_at: dict[str, float] = {}
+        self._moved: list[Task] = []  # this poll's tasks whose work went on in another job
         self._changed = threading.Condition()
         self._fresh = False
         self._stopping = False
@@ -107,6 +116,8 @@ class Poller:
                     self._tasks.pop(job_id, None)
                     self._missing.pop(job_id, None)
                     self._ended_at.pop(job_id, None)
+                self._tasks.update((task.job_id, task) for task in self._moved)
+                self._moved.clear()
                 interval = FIRST_POLL_S if settled else min(interval * 1.5, LONGEST_POLL_S)
                 if not self._fresh and self._tasks:
                     self._changed.wait(interval)
@@ -152,6 +163,13 @@ class Poller:
         self._missing.pop(task.job_id, None)
         if not info.state.is_terminal:
             return False
+        successor = outcome.continued_in(task.job_id, task.folder)
+        if successor is not None and not outcome.result_exists(task.folder):
+            log.info("job %s handed its call on to job %s", task.job_id, successor)
+            if isinstance(task.future, _Labelled):
+                task.future.job_id = successor  # its cancel() must reach the job now running
+            self._moved.append(Task(successor, task.folder, task.future))
+            return True
         if info.state in _RAN and not outcome.result_exists(task.folder):
             ended = self._ended_at.setdefault(task.job_id, now)
             if now - ended < RESULT_GRACE_S:
