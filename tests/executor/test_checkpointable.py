@@ -141,6 +141,28 @@ def test_at_the_warning_the_call_is_checkpointed_requeued_and_resumed(
     assert "resumes from" in (tmp_path / "out").read_text()
 
 
+def test_a_killed_run_resumes_from_the_last_periodic_checkpoint(
+    submit: Callable[..., tuple[ClusterExecutor, Job, Path]], tmp_path: Path
+) -> None:
+    # A preemption or node failure gives no warning: what is left is the last periodic
+    # checkpoint, taken while the function ran on.
+    progress = tmp_path / "progress"
+    n = 60
+    _, job, folder = submit(SlowSum(0.1, progress), n, signal="USR1@60", interval="0:01")
+    first = job.start()
+    checkpoints = folder / checkpointing.CHECKPOINTS
+    wait_for(lambda: len([e for e in read_events(checkpoints) if e.kind == "commit"]) >= 2)
+    os.killpg(first.pid, signal.SIGKILL)
+    finish(first)
+    killed_at = reached(progress)
+    assert killed_at < n
+
+    assert finish(job.start()) == 0
+    assert outcome.returned(JOB_ID, folder) == (expected(n), 2)
+    assert all(c.reason == "periodic" for c in list_checkpoints(checkpoints))
+    assert job.requeues() == []
+
+
 def test_a_run_past_max_restarts_is_refused_and_raised_as_restarts_exhausted(
     submit: Callable[..., tuple[ClusterExecutor, Job, Path]], tmp_path: Path
 ) -> None:
