@@ -13,7 +13,9 @@ on it (the wrapper's restart command names ``$HPCBRIDGE_CHECKPOINT/call.pkl``).
 A Resubmission is written as a call file, with the client's versions in its header, so a
 restart on another interpreter is refused as the first run would be. When ``checkpoint``
 raises, that is the call's outcome: the task fails with it, and a later run, seeing the
-result, ends at once.
+result, ends at once. A request in the worker's first moments, before its handler is in
+place, ends it as SIGUSR1 does by default; the wrapper then keeps the newest earlier
+checkpoint, as for any checkpoint that could not be taken.
 """
 
 from __future__ import annotations
@@ -70,18 +72,18 @@ def answering(
             resubmission = fn.checkpoint(*args, **kwargs)  # type: ignore[attr-defined]
             if not isinstance(resubmission, Resubmission):
                 raise TypeError(
-                    f"{_name(fn)}.checkpoint returned {type(resubmission).__name__}; return "
+                    f"{name_of(fn)}.checkpoint returned {type(resubmission).__name__}; return "
                     "hpcbridge.executor.Resubmission(fn, *args, **kwargs), the call to "
                     "continue from"
                 )
             if not checkpointable(resubmission.fn):
                 raise TypeError(
-                    f"{_name(fn)}.checkpoint returned a call of {_name(resubmission.fn)}, "
+                    f"{name_of(fn)}.checkpoint returned a call of {name_of(resubmission.fn)}, "
                     "which has no checkpoint method: the next run could not be checkpointed"
                 )
             blob = payload.dump_call(resubmission.fn, resubmission.args, resubmission.kwargs)
         except Exception as exc:
-            exc.add_note(f"raised by {_name(fn)}.checkpoint, called as the job had to stop")
+            exc.add_note(f"raised by {name_of(fn)}.checkpoint, called for a checkpoint of the job")
             raise CheckpointFailed(exc) from exc
         write_atomically(folder / NEXT_CALL, blob)
 
@@ -92,7 +94,8 @@ def answering(
         signal.signal(ASK, signal.SIG_IGN)
 
 
-def _name(fn: Callable[..., Any]) -> str:
+def name_of(fn: Callable[..., Any]) -> str:
+    """A function's qualified name, or a callable object's class name."""
     return getattr(fn, "__qualname__", None) or type(fn).__qualname__
 
 
@@ -110,10 +113,6 @@ def take(folder: Path, worker_pid: int, target: Path, within: float) -> str | No
         return "the worker has ended"
     try:
         signal.pidfd_send_signal(worker, ASK)
-    except ProcessLookupError:
-        os.close(worker)
-        return "the worker has ended"
-    try:
         deadline = time.monotonic() + within
         while not answer.exists():
             if (folder / payload.RESULT_FILE).exists():
@@ -125,6 +124,8 @@ def take(folder: Path, worker_pid: int, target: Path, within: float) -> str | No
                 return "the worker ended without answering"
             if time.monotonic() > deadline:
                 return f"the worker did not answer within {within:g} s"
+    except ProcessLookupError:
+        return "the worker has ended"
     finally:
         os.close(worker)
     os.replace(answer, target)

@@ -164,7 +164,7 @@ class ClusterExecutor(Executor):
         checkpointed = checkpointing.checkpointable(fn)
         if checkpointed and self.cluster.backend.name not in _REQUEUE_FROM_JOB:
             raise SpecError(
-                f"{getattr(fn, '__qualname__', type(fn).__qualname__)} is checkpointable, but "
+                f"{checkpointing.name_of(fn)} is checkpointable, but "
                 f"a {self.cluster.backend.name} job cannot requeue itself at its time limit; "
                 "run it on Slurm or PBS, or submit a function without a checkpoint method"
             )
