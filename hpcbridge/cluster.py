@@ -82,6 +82,17 @@ def make_transport(site: SiteConfig) -> Transport:
 
 def make_backend(site: SiteConfig, transport: Transport) -> Backend:
     """The backend for the site's scheduler kind."""
+    if site.scheduler == "slurm" and site.slurm.driver == "rest":
+        try:  # httpx is an optional extra: only REST sites load it
+            from hpcbridge.backends.slurm.rest import SlurmRestBackend
+        except ModuleNotFoundError as exc:
+            if exc.name != "httpx":
+                raise
+            raise ConfigError(
+                f"site {site.name} talks to slurmrestd, which needs httpx: "
+                "pip install 'hpcbridge[rest]'"
+            ) from exc
+        return SlurmRestBackend(transport, site.slurm, attempts=site.submit_retries)
     if site.scheduler == "slurm":
         from hpcbridge.backends.slurm import SlurmBackend
 
@@ -385,7 +396,10 @@ class Cluster:
         return in_allocation(self.site.scheduler, python=python, root=root, max_workers=max_workers)
 
     def close(self) -> None:
-        """Release the transport's connections."""
+        """Release the transport's (and a REST driver's) connections."""
+        close_backend = getattr(self.backend, "close", None)
+        if close_backend is not None:
+            close_backend()
         self.transport.close()
 
     def __enter__(self) -> Cluster:

@@ -119,6 +119,22 @@ class PbsOptions(_Config):
     gpu_type_resource: Token | None = None
 
 
+class SlurmOptions(_Config):
+    """How hpcbridge talks to Slurm: its command-line tools (``cli``, the default), or
+    slurmrestd (``rest``) for the calls made most often, without a process per call.
+
+    The REST driver authenticates with a JWT: the one in the ``token_env`` variable if it is
+    set (a token the site hands out), else one ``scontrol token`` makes for
+    ``token_lifespan`` seconds, renewed shortly before it expires.
+    """
+
+    driver: Literal["cli", "rest"] = "cli"
+    rest_url: str = Field("http://127.0.0.1:6820", pattern=r"^https?://[^\s/]+(/\S*)?$")
+    token_env: str = Field("SLURM_JWT", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    token_lifespan: int = Field(3600, ge=2)
+    rest_timeout: float = Field(30.0, gt=0)
+
+
 class PriorityLevel(_Config):
     """What one priority level asks of the scheduler: a QOS and/or a nice value on Slurm; on
     PBS the nice value alone, as ``qsub -p``/``qalter -p`` of its negation."""
@@ -346,6 +362,7 @@ class SiteConfig(_Config):
     template_dir: Path | None = None
     state_dir: Path | None = None
     submit_retries: int = Field(4, ge=1, le=20)
+    slurm: SlurmOptions = SlurmOptions()
     pbs: PbsOptions = PbsOptions()
     local: LocalOptions = LocalOptions()
     ledger: LedgerOptions = LedgerOptions()
@@ -364,6 +381,12 @@ class SiteConfig(_Config):
                         f"priorities.levels.{name}.qos: PBS has no QOS; give the level a nice "
                         "value (qsub -p is its negation)"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _rest_is_slurm(self) -> SiteConfig:
+        if self.slurm.driver == "rest" and self.scheduler != "slurm":
+            raise ValueError(f"slurm.driver: rest drives slurmrestd, not {self.scheduler}")
         return self
 
     @model_validator(mode="after")

@@ -97,7 +97,7 @@ class SchedulerCommands:
         With ``missing_ok`` an unknown-job answer is returned instead of raised, because a
         query for many jobs still lists the known ones.
         """
-        for attempt in self._retrying():
+        for attempt in self.retrying():
             with attempt:
                 result = self.transport.run(argv, env=env)
                 if result.ok:
@@ -122,20 +122,36 @@ class SchedulerCommands:
         After a transient failure the answer may have been lost after the job was created,
         so ``find_existing(token)`` is asked first on every retry.
         """
-        for attempt in self._retrying():
+
+        def send() -> str:
+            result = self.transport.run(argv, stdin=script)
+            if not result.ok:
+                raise self.errors.refusal(result)
+            return parse(result.stdout)
+
+        return self.submit_once(send, token=token, find_existing=find_existing)
+
+    def submit_once(
+        self,
+        send: Callable[[], str],
+        *,
+        token: str | None,
+        find_existing: Callable[[str], str | None],
+    ) -> str:
+        """Call ``send`` (one submission, returning the job id) until it answers, asking
+        ``find_existing(token)`` before each retry whether an earlier try created the job."""
+        for attempt in self.retrying():
             with attempt:
                 if attempt.retry_state.attempt_number > 1 and token:
                     existing = find_existing(token)
                     if existing:
                         log.info("job %s was submitted before the answer was lost", existing)
                         return existing
-                result = self.transport.run(argv, stdin=script)
-                if not result.ok:
-                    raise self.errors.refusal(result)
-                return parse(result.stdout)
+                return send()
         raise AssertionError("unreachable: tenacity reraises the last error")
 
-    def _retrying(self) -> Retrying:
+    def retrying(self) -> Retrying:
+        """Tries of one idempotent operation: again while its error is transient."""
         return Retrying(
             retry=retry_if_exception(_is_transient),
             stop=stop_after_attempt(self.attempts),

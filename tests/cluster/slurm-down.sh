@@ -18,6 +18,7 @@ main() {
 
     # Reverse start order: compute node, controller, accounting, then the
     # services they depend on.
+    stop_daemon "$SLURMRESTD_PID" slurmrestd
     stop_daemon "$SLURMD_PID" slurmd
     stop_daemon "$SLURMCTLD_PID" slurmctld
     stop_daemon "$SLURMDBD_PID" slurmdbd

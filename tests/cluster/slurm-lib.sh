@@ -17,6 +17,11 @@ MARIADB_SOCK=/run/mysqld/mysqld.sock
 SLURMDBD_PID=/run/slurmdbd.pid
 SLURMCTLD_PID=/run/slurmctld.pid
 SLURMD_PID=/run/slurmd.pid
+SLURMRESTD_PID=/run/slurmrestd.pid
+
+# slurmrestd's address, and the key that signs its clients' tokens.
+RESTD_ADDR=127.0.0.1:6820
+JWT_KEY=$STATE_DIR/jwt_hs256.key
 
 # Local throw-away test database; the password only ever travels over the
 # local socket.

@@ -82,6 +82,7 @@ HARNESSES = (
         "local",
         pytest.param("slurm", marks=pytest.mark.slurm),
         pytest.param("slurm-ssh", marks=[pytest.mark.slurm, pytest.mark.ssh]),
+        pytest.param("slurm-rest", marks=pytest.mark.slurm),
         pytest.param("pbs-json", marks=pytest.mark.pbs),
         pytest.param("pbs-operator", marks=pytest.mark.pbs),
     ]
@@ -101,8 +102,11 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]
         with Cluster.local(state_dir=tmp_path / "state") as cluster:
             yield Harness(cluster, "local", _no_wait)
     elif request.param.startswith("slurm"):
-        # slurm-ssh: the same Slurm, every command through the loopback sshd (test-slurm-ssh).
-        site_name = "test-slurm" if request.param == "slurm" else "test-slurm-ssh"
+        # slurm-ssh: the same Slurm, every command through the loopback sshd (test-slurm-ssh);
+        # slurm-rest: through its slurmrestd (test-slurm-rest).
+        site_name = {"slurm": "test-slurm", "slurm-ssh": "test-slurm-ssh"}.get(
+            request.param, "test-slurm-rest"
+        )
         with Cluster.from_site(site_name) as cluster:
             yield Harness(cluster, request.param, _slurm_release_requeued(cluster.transport))
     else:
