@@ -2,11 +2,21 @@
 
 Names are imported on first use (PEP 562), so ``hpcbridge --help`` and other light
 entry points do not pay for pydantic, Jinja and the backends.
+
+The pydantic models (JobSpec and its parts, JobInfo, SiteConfig) are handed out as a
+stand-in until first used, as long as their module is not loaded yet: importing pydantic
+alone costs about 95 ms, so ``from hpcbridge import Cluster, JobSpec`` would otherwise pay
+it before a line of the caller's own code runs. The stand-in loads the model the first time
+it is called or asked anything, then behaves as the class does (calls, class methods,
+isinstance, subclassing, ``JobSpec | None``); ``hpcbridge.JobSpec`` is the class itself
+from then on. A pydantic model of your own whose field is a JobSpec should name the class
+(``hpcbridge.jobs.spec.JobSpec``), as pydantic does not look through the stand-in.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -95,7 +105,8 @@ _HOMES = {
         "Resources",
         "SignalSpec",
     ],
-    "hpcbridge.jobs.state": ["JobInfo", "JobState"],
+    "hpcbridge.jobs.state": ["JobInfo"],
+    "hpcbridge.jobs.lifecycle": ["JobState"],
     "hpcbridge.workflows.segments": ["submit_segments"],
     "hpcbridge.site": ["SiteConfig"],
     "hpcbridge.transports": [
@@ -168,13 +179,71 @@ __all__ = [
 ]
 
 
+# The pydantic models handed out as a _Deferred stand-in while their module is not loaded.
+_DEFERRED = frozenset(
+    {"CheckpointSpec", "Dependency", "JobInfo", "JobSpec", "Resources", "SignalSpec", "SiteConfig"}
+)
+
+
 def __getattr__(name: str) -> Any:
     module = _MODULE_OF.get(name)
     if module is None:
         raise AttributeError(f"module 'hpcbridge' has no attribute {name!r}")
+    if name in _DEFERRED and module not in sys.modules:
+        return _Deferred(module, name)
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
+
+
+class _Deferred:
+    """Stands for class ``name`` of ``module`` and imports it when first used (see above)."""
+
+    __slots__ = ("_module", "_name")
+
+    def __init__(self, module: str, name: str) -> None:
+        self._module = module
+        self._name = name
+
+    def _load(self) -> Any:
+        value = getattr(importlib.import_module(self._module), self._name)
+        globals()[self._name] = value
+        return value
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._load()(*args, **kwargs)
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self._load(), attribute)
+
+    def __instancecheck__(self, instance: Any) -> bool:
+        return isinstance(instance, self._load())
+
+    def __subclasscheck__(self, subclass: Any) -> bool:
+        return issubclass(subclass, self._load())
+
+    def __mro_entries__(self, bases: tuple[Any, ...]) -> tuple[type, ...]:
+        return (self._load(),)
+
+    def __or__(self, other: Any) -> Any:
+        return self._load() | other
+
+    def __ror__(self, other: Any) -> Any:
+        return other | self._load()
+
+    def __getitem__(self, item: Any) -> Any:
+        return self._load()[item]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, _Deferred):
+            other = other._load()
+        return bool(self._load() == other)
+
+    def __hash__(self) -> int:
+        return hash(self._load())
+
+    def __repr__(self) -> str:
+        return repr(self._load())
 
 
 def __dir__() -> list[str]:

@@ -12,8 +12,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from hpcbridge.backends.base import Backend
-from hpcbridge.backends.snapshot import ListingBackend, SharedPoll
 from hpcbridge.errors import (
     ConfigError,
     HpcBridgeError,
@@ -23,17 +21,20 @@ from hpcbridge.errors import (
     SubmitError,
     WaitTimeout,
 )
-from hpcbridge.jobs import sweep
-from hpcbridge.jobs.rendering import Renderer
-from hpcbridge.jobs.spec import Dependency, JobSpec
-from hpcbridge.jobs.state import JobInfo, JobState
-from hpcbridge.site import SiteConfig
-from hpcbridge.transports.base import Transport
-from hpcbridge.transports.local import LocalTransport
+from hpcbridge.jobs.lifecycle import JobState
 
+# Imported where first used, so that ``from hpcbridge import Cluster`` loads neither pydantic
+# nor Jinja nor a backend (issue 16 item 5); tests/test_packaging.py checks it.
 if TYPE_CHECKING:
+    from hpcbridge.backends.base import Backend
+    from hpcbridge.backends.snapshot import SharedPoll
     from hpcbridge.executor.allocation import AllocationExecutor
     from hpcbridge.executor.pool import ClusterExecutor
+    from hpcbridge.jobs import sweep
+    from hpcbridge.jobs.spec import Dependency, JobSpec
+    from hpcbridge.jobs.state import JobInfo
+    from hpcbridge.site import SiteConfig
+    from hpcbridge.transports.base import Transport
 
 # wait() polls quickly at first, when short jobs finish, then backs off while nothing changes.
 log = logging.getLogger(__name__)
@@ -67,6 +68,8 @@ def make_transport(site: SiteConfig) -> Transport:
     """How the site's scheduler commands are run: here, or on a login node over SSH."""
     config = site.transport
     if config.kind == "local":
+        from hpcbridge.transports.local import LocalTransport
+
         return LocalTransport(config.command_timeout)
     try:  # paramiko is an optional extra, and slow to import: only SSH sites load it
         from hpcbridge.transports.ssh import SshTransport
@@ -127,6 +130,8 @@ class Cluster:
         that every process of this user on this machine shares, per site, instead of each
         asking the scheduler (backends/snapshot.py); None takes HPCBRIDGE_SHARED_POLL=1
         from the environment, for the CLI."""
+        from hpcbridge.jobs.rendering import Renderer
+
         self.site = site
         self.transport = transport or make_transport(site)
         self.backend = backend or make_backend(site, self.transport)
@@ -148,11 +153,15 @@ class Cluster:
         shared_poll: bool | None = None,
     ) -> Cluster:
         """A cluster described by a site config name (see ``site_configs/``) or YAML path."""
+        from hpcbridge.site import SiteConfig
+
         return cls(SiteConfig.load(name_or_path), transport=transport, shared_poll=shared_poll)
 
     @classmethod
     def local(cls, state_dir: str | Path | None = None) -> Cluster:
         """The embedded default: jobs run as processes on this machine."""
+        from hpcbridge.site import SiteConfig
+
         site = SiteConfig.load("local")
         if state_dir is not None:
             site = site.model_copy(update={"state_dir": Path(state_dir)})
@@ -189,6 +198,8 @@ class Cluster:
         once. All specs are checked and every parameters file written before the first
         submission; if a later submission fails, the error names the jobs already submitted.
         """
+        from hpcbridge.jobs import sweep
+
         if limit is not None and limit < 1:
             raise SpecError(f"limit: {limit} tasks at once would run nothing; give 1 or more")
         if max_array_size is not None and max_array_size < 1:
@@ -418,6 +429,8 @@ class Cluster:
         backend lists jobs: the local backend reads its own files, no scheduler to spare."""
         if not (self.shared_poll if wanted is None else wanted):
             return None
+        from hpcbridge.backends.snapshot import ListingBackend, SharedPoll
+
         if not isinstance(self.backend, ListingBackend):
             return None
         if self._shared is None:
@@ -441,6 +454,8 @@ class Cluster:
     def _stage(self, chunk: sweep.Chunk) -> tuple[str, str]:
         """A chunk's script and token; an array's parameters file is written here, beside
         where its tasks start (the job's workdir), through the transport."""
+        from hpcbridge.jobs import sweep
+
         token = f"hpcbridge:{uuid.uuid4().hex}"
         if not chunk.is_array:
             return self._render(chunk.spec, token=token), token
@@ -475,6 +490,8 @@ class Cluster:
                 self._ids_by_name.pop(name, None)
 
     def _prepare(self, spec: JobSpec | Mapping[str, Any]) -> JobSpec:
+        from hpcbridge.jobs.spec import JobSpec
+
         job = spec if isinstance(spec, JobSpec) else JobSpec.parse(spec)
         if job.checkpoint is not None and job.checkpoint.total_runtime is not None:
             raise SpecError(

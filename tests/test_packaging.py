@@ -93,3 +93,61 @@ def test_public_api_matches_all() -> None:
         assert getattr(hpcbridge, name) is not None
     with pytest.raises(AttributeError):
         _ = hpcbridge.NoSuchThing  # type: ignore[attr-defined]
+
+
+def _loaded_after(code: str) -> list[str]:
+    """Top-level packages of note a fresh interpreter has loaded after running ``code``."""
+    probe = (
+        f"{code}\nimport sys\n"
+        "heavy = {'sqlalchemy', 'paramiko', 'networkx', 'jinja2', 'pydantic', 'pydantic_core',\n"
+        "         'yaml', 'tenacity', 'httpx', 'cloudpickle', 'matplotlib', 'rich', 'click'}\n"
+        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules} & heavy)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    return done.stdout.split()
+
+
+def test_python_api_imports_without_heavy_modules() -> None:
+    """The facade and JobSpec import in a fraction of pydantic's own import time (issue 16
+    item 5): no database, SSH, graph, template or model library until first used."""
+    assert _loaded_after("import hpcbridge\nfrom hpcbridge import Cluster, JobSpec") == []
+
+
+def test_first_use_loads_what_it_needs() -> None:
+    """The deferred models and Jinja load when used, not before."""
+    loaded = _loaded_after(
+        "from hpcbridge import Cluster, JobSpec\n"
+        "spec = JobSpec(name='a', command='true')\n"
+        "assert isinstance(spec, JobSpec)\n"
+        "Cluster.from_site('test-slurm')"
+    )
+    assert {"pydantic", "yaml"} <= set(loaded)
+    assert not {"jinja2", "sqlalchemy", "paramiko", "networkx"} & set(loaded)
+    rendered = _loaded_after(
+        "from hpcbridge import Cluster\n"
+        "Cluster.from_site('test-slurm').render({'name': 'a', 'command': 'true'})"
+    )
+    assert "jinja2" in rendered
+
+
+def test_deferred_model_behaves_as_the_class() -> None:
+    code = (
+        "import hpcbridge\n"
+        "from hpcbridge import JobSpec, Resources\n"
+        "assert type(JobSpec).__name__ == '_Deferred'\n"
+        "spec = JobSpec.parse({'name': 'a', 'command': 'x', 'resources': {'cpus_per_task': 2}})\n"
+        "from hpcbridge.jobs import spec as module\n"
+        "assert isinstance(spec, JobSpec) and isinstance(spec.resources, Resources)\n"
+        "assert issubclass(module.JobSpec, JobSpec) and JobSpec == module.JobSpec\n"
+        "assert hpcbridge.JobSpec is module.JobSpec\n"
+        "assert (JobSpec | None) == (module.JobSpec | None)\n"
+        "class Mine(JobSpec): pass\n"
+        "assert Mine.__mro__[1] is module.JobSpec\n"
+        "assert JobSpec.__name__ == 'JobSpec' and 'name' in JobSpec.model_fields\n"
+        "assert repr(JobSpec) == repr(module.JobSpec)\n"
+        "import pickle\n"
+        "assert pickle.loads(pickle.dumps(spec)) == spec\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

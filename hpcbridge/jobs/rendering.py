@@ -11,15 +11,18 @@ from __future__ import annotations
 import shlex
 from collections.abc import Iterable
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
-from typing import Any
-
-import jinja2
+from typing import TYPE_CHECKING, Any
 
 from hpcbridge.errors import RenderError, SpecError
-from hpcbridge.jobs.spec import JobSpec
 from hpcbridge.jobs.units import format_duration, format_hours_clock
 from hpcbridge.resources import template_environment
+
+if TYPE_CHECKING:
+    import jinja2
+
+    from hpcbridge.jobs.spec import JobSpec
 
 
 class ShellCode(str):
@@ -67,17 +70,25 @@ class Renderer:
     include the packaged ones, so both run in the environment the site's code runs in."""
 
     def __init__(self, override_dir: Path | None = None) -> None:
-        self.environment = template_environment(
-            [override_dir] if override_dir else [],
+        self.override_dir = override_dir
+
+    @cached_property
+    def environment(self) -> jinja2.Environment:
+        """Made on the first render: a Cluster that only polls never loads Jinja."""
+        environment = template_environment(
+            [self.override_dir] if self.override_dir else [],
             finalize=shell_quote,
-            sandboxed=override_dir is not None,
+            sandboxed=self.override_dir is not None,
         )
-        self.environment.filters.update(
+        environment.filters.update(
             duration=format_duration, hours_clock=format_hours_clock, timestamp=format_timestamp
         )
+        return environment
 
     def render(self, template_name: str, spec: JobSpec, **context: Any) -> str:
         """Render ``template_name`` for ``spec``; extra context comes from the backend."""
+        import jinja2
+
         try:
             template = self.environment.get_template(template_name)
             return template.render(
@@ -92,6 +103,8 @@ class Renderer:
 
     def render_text(self, template_name: str, **context: Any) -> str:
         """Render a template that is not a job script (a sweep's parameters file)."""
+        import jinja2
+
         try:
             return self.environment.get_template(template_name).render(**context)
         except jinja2.TemplateError as exc:

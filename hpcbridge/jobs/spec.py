@@ -14,7 +14,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -416,6 +415,8 @@ class JobSpec(_Model):
     @classmethod
     def from_yaml(cls, path: str | Path) -> JobSpec:
         """Load a job file; a relative ``script`` is taken relative to the job file."""
+        import yaml  # only job files need it
+
         job_path = Path(path)
         try:
             with job_path.open() as stream:  # a stream: YAML errors then name the file

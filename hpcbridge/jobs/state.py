@@ -1,62 +1,19 @@
 """What became of a job, shared by every scheduler: JobState and JobInfo.
 
 Kept apart from the spec so parsers of scheduler output need only these small models.
+JobState itself lives in jobs/lifecycle.py, without pydantic, so that the facade
+(``from hpcbridge import Cluster``) imports without it; it is the same class here.
 """
 
 from __future__ import annotations
 
-import enum
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
+from hpcbridge.jobs.lifecycle import JobState
 
-class JobState(enum.StrEnum):
-    """Scheduler-neutral job states; each backend maps its codes here through a cited table."""
-
-    PENDING = "PENDING"
-    CONFIGURING = "CONFIGURING"
-    RUNNING = "RUNNING"
-    COMPLETING = "COMPLETING"
-    SUSPENDED = "SUSPENDED"
-    STOPPED = "STOPPED"
-    REQUEUED = "REQUEUED"
-    RESIZING = "RESIZING"
-    SIGNALING = "SIGNALING"
-    STAGE_OUT = "STAGE_OUT"
-    SPECIAL_EXIT = "SPECIAL_EXIT"
-    COMPLETED = "COMPLETED"
-    CANCELLED = "CANCELLED"
-    FAILED = "FAILED"
-    TIMEOUT = "TIMEOUT"
-    NODE_FAIL = "NODE_FAIL"
-    PREEMPTED = "PREEMPTED"
-    BOOT_FAIL = "BOOT_FAIL"
-    DEADLINE = "DEADLINE"
-    OUT_OF_MEMORY = "OUT_OF_MEMORY"
-    REVOKED = "REVOKED"
-    UNKNOWN = "UNKNOWN"
-
-    @property
-    def is_terminal(self) -> bool:
-        """True once the job will not run again without a requeue."""
-        return self in _TERMINAL_STATES
-
-
-_TERMINAL_STATES = frozenset(
-    {
-        JobState.COMPLETED,
-        JobState.CANCELLED,
-        JobState.FAILED,
-        JobState.TIMEOUT,
-        JobState.NODE_FAIL,
-        JobState.PREEMPTED,
-        JobState.BOOT_FAIL,
-        JobState.DEADLINE,
-        JobState.OUT_OF_MEMORY,
-        JobState.REVOKED,
-    }
-)
+__all__ = ["JobInfo", "JobState"]
 
 
 class JobInfo(BaseModel):
