@@ -51,4 +51,5 @@ def template_environment(
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
+        auto_reload=False,  # compiled once per process: no stat of each template per render
     )
