@@ -135,6 +135,55 @@ class SlurmOptions(_Config):
     rest_timeout: float = Field(30.0, gt=0)
 
 
+class PreemptionOptions(_Config):
+    """Which jobs the scheduler may preempt, and where runs that must not be preempted go.
+
+    Slurm preempts by QOS (``PreemptType=preempt/qos``) or by partition
+    (``preempt/partition_prio``); ``by`` says which of the two ``preemptible`` and
+    ``protected`` name. A job asking for ``protect: true``, or longer than
+    ``protect_longer_than``, is given the ``protected`` one; a job left in a preemptible one
+    must carry a checkpoint section (or ``preemptible_without_checkpoint: true``), since a
+    preemption otherwise throws its work away. The scheduler does the preempting; this only
+    decides where jobs are sent.
+    """
+
+    by: Literal["qos", "partition"] = "qos"
+    preemptible: list[Token] = []
+    protected: Token | None = None
+    protect_longer_than: Walltime | None = None
+
+    def route(self, spec: JobSpec, asked: JobSpec, site: str) -> JobSpec:
+        """``spec`` (defaults applied) sent where these rules want it; ``asked`` is the spec
+        as given, to tell a QOS the user chose from one a default or a level chose."""
+        field = self.by
+        walltime = spec.resources.walltime
+        too_long = bool(
+            self.protect_longer_than and walltime and walltime > self.protect_longer_than
+        )
+        if spec.protect or too_long:
+            chosen = getattr(asked, field)
+            if chosen in self.preemptible:
+                limit = format_duration(self.protect_longer_than or 0)
+                why = "protect: true" if spec.protect else f"longer than {limit}"
+                raise SpecError(
+                    f"{field}: {chosen!r} may be preempted on site {site}, but the job is to be "
+                    f"protected ({why}); leave {field} out or drop the protection"
+                )
+            if self.protected is not None:
+                return spec.model_copy(update={field: self.protected})
+            return spec
+        tier = getattr(spec, field)
+        unsaved = spec.checkpoint is None and not spec.preemptible_without_checkpoint
+        if tier in self.preemptible and unsaved:
+            raise SpecError(
+                f"{field}: {tier!r} jobs may be preempted on site {site} "
+                "(preemption.preemptible) and this one has no checkpoint section, so a "
+                "preemption would lose its work: add one, or set "
+                "preemptible_without_checkpoint: true"
+            )
+        return spec
+
+
 class PriorityLevel(_Config):
     """What one priority level asks of the scheduler: a QOS and/or a nice value on Slurm; on
     PBS the nice value alone, as ``qsub -p``/``qalter -p`` of its negation."""
@@ -363,6 +412,7 @@ class SiteConfig(_Config):
     state_dir: Path | None = None
     submit_retries: int = Field(4, ge=1, le=20)
     slurm: SlurmOptions = SlurmOptions()
+    preemption: PreemptionOptions = PreemptionOptions()
     pbs: PbsOptions = PbsOptions()
     local: LocalOptions = LocalOptions()
     ledger: LedgerOptions = LedgerOptions()
@@ -381,6 +431,16 @@ class SiteConfig(_Config):
                         f"priorities.levels.{name}.qos: PBS has no QOS; give the level a nice "
                         "value (qsub -p is its negation)"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _pbs_preempts_by_queue(self) -> SiteConfig:
+        uses_qos = self.preemption.preemptible or self.preemption.protected
+        if self.scheduler == "pbs" and self.preemption.by == "qos" and uses_qos:
+            raise ValueError(
+                "preemption.by: PBS has no QOS; its scheduler preempts by queue priority "
+                "(sched_config preempt_queue_prio), so name queues with by: partition"
+            )
         return self
 
     @model_validator(mode="after")
@@ -439,6 +499,9 @@ class SiteConfig(_Config):
                     "nice": level.nice if spec.nice is None else spec.nice,
                 }
             )
+        prepared = self.preemption.route(prepared, spec, self.name)
+        if prepared.partition != partition_name:  # protected by partition: its limits apply
+            partition = self._partition(prepared.partition)
         if partition is not None:
             _check_limits(prepared, partition)
         return prepared

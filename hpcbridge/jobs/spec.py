@@ -330,6 +330,11 @@ class JobSpec(_Model):
     # Nodes the job must not run on (sbatch --exclude): set by workflow resume after a node
     # failure. PBS's qsub and the local backend have no such request and refuse it.
     exclude_nodes: NodeList | None = None
+    # Preemption (SiteConfig.preemption): ``protect`` sends the job where the scheduler never
+    # preempts it; a job that may be preempted needs a checkpoint section, unless it says
+    # its work may be lost.
+    protect: bool = False
+    preemptible_without_checkpoint: bool = False
 
     @field_validator("array")
     @classmethod

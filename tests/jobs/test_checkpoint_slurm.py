@@ -6,6 +6,7 @@ A requeued job waits about two minutes on BeginTime; the tests release it after 
 
 from __future__ import annotations
 
+import subprocess
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 from slurm_queue import completed_runs, drive_to_the_end, set_node
 
-from hpcbridge import Cluster, JobState
+from hpcbridge import Cluster, JobSpec, JobState
 from hpcbridge.cli.main import main
 from hpcbridge.jobs.checkpoint import AttemptSummary, attempt_history, list_checkpoints, read_events
 
@@ -138,4 +139,83 @@ def test_a_job_on_a_failed_node_resumes_from_its_last_checkpoint(
     assert abs((runs[0].end - failed_at).total_seconds()) <= 5
     print(
         f"node failure: lost work {lost:.0f} s (interval {interval} s), recovery {recovery:.0f} s"
+    )
+
+
+def runs_of(job_id: str) -> list[str]:
+    """The states of every run of a job so far (sacct --duplicates), oldest first."""
+    sacct = subprocess.run(
+        ["sacct", "-n", "-X", "-P", "--duplicates", "-j", job_id, "-o", "State"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return sacct.stdout.split()
+
+
+def wait_running(cluster: Cluster, *job_ids: str) -> None:
+    deadline = time.monotonic() + 120
+    while any(info.state is not JobState.RUNNING for info in cluster.status(job_ids).values()):
+        assert time.monotonic() < deadline, f"jobs {job_ids} did not all start"
+        time.sleep(0.5)
+
+
+@pytest.mark.disruptive  # holds all 16 CPUs of the node for a minute or two
+def test_a_preempted_job_resumes_from_its_checkpoint_and_a_protected_one_runs_on(
+    slurm_cluster: Cluster, workdir: Path
+) -> None:
+    interval = 10
+    # test-slurm.yaml: preemption {preemptible: [scavenger], protected: long}, and slurm-up.sh
+    # lets QOS high preempt QOS scavenger (PreemptType=preempt/qos, PreemptMode=REQUEUE).
+    scavenger = counter_job(workdir, "preempt-me", 60, interval=f"0:{interval}")
+    scavenger.update(qos="scavenger", resources={"walltime": "10", "ntasks": 12})
+    protected = {
+        "name": "protect-me",
+        "command": "sleep 600",
+        "protect": True,
+        "resources": {"walltime": "10", "ntasks": 4},
+        "stdout": "/dev/null",
+    }
+    assert slurm_cluster.site.prepare(JobSpec.parse(protected)).qos == "long"
+    victim = slurm_cluster.submit(scavenger)
+    keeper = slurm_cluster.submit(protected)
+    try:
+        wait_running(slurm_cluster, victim, keeper)
+        deadline = time.monotonic() + 120
+        while len([e for e in read_events(workdir / "ck") if e.kind == "commit"]) < 2:
+            assert time.monotonic() < deadline, "no periodic checkpoints"
+            time.sleep(0.5)
+        time.sleep(4)  # mid-interval: some work is lost, at most an interval's worth
+        preempted_at = datetime.now(UTC)
+        # 8 CPUs: only preempting the scavenger job frees them (the protected one holds 4).
+        urgent = slurm_cluster.submit(
+            {
+                "name": "urgent",
+                "command": "sleep 5",
+                "qos": "high",
+                "stdout": "/dev/null",
+                "resources": {"walltime": "5", "ntasks": 8},
+            }
+        )
+        assert slurm_cluster.wait(urgent, timeout=120)[urgent].state is JobState.COMPLETED
+        drive_to_the_end(slurm_cluster, victim)
+        assert runs_of(keeper) == ["RUNNING"]  # one run, never preempted, still going
+    finally:
+        slurm_cluster.cancel(keeper)
+
+    output = (workdir / f"out-{victim}.txt").read_text()
+    assert "resumed at" in output
+    assert output.rstrip().endswith("finished at 60")
+    runs = history(workdir, victim)  # the ledger's Slurm source, joined with the wrapper's log
+    assert [run.state for run in runs] == [JobState.PREEMPTED, JobState.COMPLETED]
+    assert runs[0].checkpoints >= 2
+    assert runs[1].resumed_from is not None
+    lost = runs[0].lost_work_s
+    assert lost is not None
+    assert lost <= interval + 1  # whole seconds on both sides
+    assert runs[0].end is not None
+    assert abs((runs[0].end - preempted_at).total_seconds()) <= 30
+    print(
+        f"preemption: lost work {lost:.0f} s (interval {interval} s), recovery "
+        f"{runs[0].recovery_s:.0f} s"
     )
