@@ -3,7 +3,9 @@ one scheduler status call per poll, however many futures are waiting, and settle
 future once its result file appears or its job ends without one.
 
 The result file is looked at first (a finished function is settled without asking the
-scheduler at all); polls are quick after a change and back off while nothing happens.
+scheduler at all); polls are quick after a change and back off while nothing happens. A
+checkpointable call whose job ended by handing its work to a job it submitted (PBS refused it
+qrerun) is not settled: the task follows the call into that job.
 """
 
 from __future__ import annotations
