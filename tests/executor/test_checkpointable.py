@@ -200,6 +200,28 @@ def test_a_failing_checkpoint_is_the_calls_outcome_and_a_rerun_ends_at_once(
     assert reached(progress) < 1000
 
 
+def test_map_of_a_checkpointable_function_submits_a_job_per_call(tmp_path: Path) -> None:
+    scripts: list[str] = []
+
+    def slurm(argv: list[str], stdin: str | None) -> str:
+        if argv[0] == "sbatch":
+            scripts.append(stdin or "")
+            return f"{100 + len(scripts)}\n"
+        return "MaxArraySize = 1001\n" if argv[0] == "scontrol" else ""
+
+    cluster = Cluster(SiteConfig.load("test-slurm"), transport=FakeTransport(slurm))
+    executor = cluster.executor(root=tmp_path, resources={"walltime": "10:00"})
+    try:
+        executor.map(SlowSum(0.1), [1, 2, 3])
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
+    assert len(scripts) == 3
+    assert not any("--array" in script for script in scripts)
+    folders = [executor.folder / str(number) for number in range(3)]
+    for script, folder in zip(scripts, folders, strict=True):
+        assert f"hpcbridge_ck_dir={folder / checkpointing.CHECKPOINTS}\n" in script
+
+
 def test_the_local_backend_refuses_a_checkpointable_function(tmp_path: Path) -> None:
     with (
         Cluster.local(state_dir=tmp_path / "state") as local,
