@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from hpcbridge.errors import ConfigError, SpecError
-from hpcbridge.jobs.spec import JobSpec, Token, Walltime, describe_validation_error
+from hpcbridge.jobs.spec import JobSpec, MemoryMB, Token, Walltime, describe_validation_error
 from hpcbridge.jobs.units import format_duration
 from hpcbridge.resources import data_dir
 
@@ -33,14 +33,46 @@ class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class GpuOffer(_Config):
+    """One kind of GPU node in a partition's catalogue, what hardware matching chooses from.
+
+    ``type`` is the scheduler's name for the model: Slurm's gres type (``gpu:TYPE:N``), or on
+    PBS the value of the site's ``pbs.gpu_type_resource``. ``memory`` is per GPU; ``cost``
+    is relative (per GPU), only compared with the other entries. ``features`` are what jobs
+    ask for; with ``node_features`` they are also Slurm node features of these nodes, so the
+    features a job asks for become its ``--constraint`` (without it they are only matched:
+    naming the type is then what lands the job on such GPUs).
+    """
+
+    type: Token
+    memory: MemoryMB
+    features: list[Token] = []
+    per_node: int = Field(ge=1)
+    cost: float = Field(1.0, ge=0)
+    node_features: bool = False
+
+
 class PartitionConfig(_Config):
-    """Limits of one partition (Slurm) or queue (PBS)."""
+    """Limits of one partition (Slurm) or queue (PBS), and the GPUs its nodes carry: names
+    alone (``gpu_types``), or a ``catalogue`` for hardware matching."""
 
     max_walltime: Walltime | None = None
     default_walltime: Walltime | None = None
     max_nodes: int | None = Field(None, ge=1)
     max_gpus: int | None = Field(None, ge=0)
     gpu_types: list[Token] = []
+    catalogue: list[GpuOffer] = []
+
+    @model_validator(mode="after")
+    def _types_in_one_place(self) -> PartitionConfig:
+        if self.gpu_types and self.catalogue:
+            raise ValueError("give gpu_types or a catalogue, not both: the catalogue names types")
+        return self
+
+    @property
+    def known_gpu_types(self) -> list[str]:
+        """The GPU types a job may name here (none known: any)."""
+        return self.gpu_types or list(dict.fromkeys(offer.type for offer in self.catalogue))
 
 
 class LocalTransportConfig(_Config):
@@ -444,6 +476,23 @@ class SiteConfig(_Config):
         return self
 
     @model_validator(mode="after")
+    def _catalogue_fits_scheduler(self) -> SiteConfig:
+        for name, partition in self.partitions.items():
+            for index, offer in enumerate(partition.catalogue):
+                where = f"partitions.{name}.catalogue[{index}]"
+                if offer.node_features and self.scheduler != "slurm":
+                    raise ValueError(
+                        f"{where}.node_features: features become sbatch --constraint, which "
+                        f"{self.scheduler} has no equivalent of"
+                    )
+                if self.scheduler == "pbs" and self.pbs.gpu_type_resource is None:
+                    raise ValueError(
+                        f"{where}: a matched type is asked of PBS through the site's GPU "
+                        "model resource; set pbs.gpu_type_resource"
+                    )
+        return self
+
+    @model_validator(mode="after")
     def _rest_is_slurm(self) -> SiteConfig:
         if self.slurm.driver == "rest" and self.scheduler != "slurm":
             raise ValueError(f"slurm.driver: rest drives slurmrestd, not {self.scheduler}")
@@ -478,7 +527,17 @@ class SiteConfig(_Config):
             raise ConfigError(describe_validation_error(exc, f"site config {path}", cls)) from exc
 
     def prepare(self, spec: JobSpec) -> JobSpec:
-        """The spec with this site's defaults filled in, checked against partition limits."""
+        """The spec with this site's defaults filled in, checked against partition limits.
+
+        GPUs asked for by need (``resources.gpu``) must have been matched to a partition and
+        type first: that is policy (hpcbridge.policy.hardware), above this layer.
+        """
+        if spec.resources.gpu is not None:
+            raise SpecError(
+                f"job {spec.name}: resources.gpu asks for GPUs by memory and features; match "
+                "it to a partition and type first with hpcbridge.policy.hardware.place (the "
+                "CLI's render and submit do)"
+            )
         partition_name = spec.partition or self.default_partition
         partition = self._partition(partition_name)
         resources = spec.resources
@@ -535,10 +594,11 @@ def _check_limits(spec: JobSpec, partition: PartitionConfig) -> None:
         raise SpecError(
             f"resources.gpus: {resources.gpus} exceeds {where}'s limit of {partition.max_gpus}"
         )
-    if resources.gpu_type and partition.gpu_types and resources.gpu_type not in partition.gpu_types:
+    known = partition.known_gpu_types
+    if resources.gpu_type and known and resources.gpu_type not in known:
         raise SpecError(
             f"resources.gpu_type: {resources.gpu_type!r} is not in {where} "
-            f"(it has {', '.join(partition.gpu_types)})"
+            f"(it has {', '.join(known)})"
         )
 
 

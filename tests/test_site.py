@@ -111,7 +111,7 @@ def test_missing_sites_list_the_known_ones() -> None:
         ({"resources": {"gpus": 3}}, "resources.gpus: 3 exceeds partition debug's limit of 2"),
         (
             {"resources": {"gpus": 1, "gpu_type": "h100"}},
-            "resources.gpu_type: 'h100' is not in partition debug (it has a100)",
+            "resources.gpu_type: 'h100' is not in partition debug (it has a100, v100)",
         ),
     ],
 )

@@ -83,6 +83,7 @@ def deadlines_check(file: str, *, site: str, ledger_url: str | None, as_json: bo
     from hpcbridge.jobs.spec import JobSpec
     from hpcbridge.ledger.store import Ledger
     from hpcbridge.policy.feasibility import check_deadline
+    from hpcbridge.policy.hardware import place
     from hpcbridge.workflows.deadlines import workflow_feasibility
     from hpcbridge.workflows.segments import workflow_from_file
 
@@ -92,7 +93,7 @@ def deadlines_check(file: str, *, site: str, ledger_url: str | None, as_json: bo
                 cluster, ledger, workflow_from_file(file, cluster.site)
             )
         else:
-            spec = cluster.site.prepare(JobSpec.from_yaml(file))
+            spec = cluster.site.prepare(place(cluster.site, JobSpec.from_yaml(file)))
             if spec.deadline is None:
                 raise SpecError(f"job file {file}: deadline: give one to check it")
             feasibility = check_deadline(cluster, ledger, [spec], {}, spec.deadline)

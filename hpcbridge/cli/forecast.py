@@ -249,9 +249,11 @@ def advise(
     from hpcbridge.forecast.advice import advise_walltime
     from hpcbridge.jobs.spec import JobSpec
     from hpcbridge.ledger.store import Ledger
+    from hpcbridge.policy.hardware import place
     from hpcbridge.site import SiteConfig
 
-    spec = SiteConfig.load(site).prepare(JobSpec.from_yaml(job_file))
+    config = SiteConfig.load(site)
+    spec = config.prepare(place(config, JobSpec.from_yaml(job_file)))
     who = user or os.environ.get("USER") or getpass.getuser()
     with Ledger.open(ledger_url, upgrade=False) as opened:
         advice = advise_walltime(

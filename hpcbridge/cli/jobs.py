@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from hpcbridge.cluster import Cluster
     from hpcbridge.jobs.spec import JobSpec
     from hpcbridge.jobs.state import JobInfo
+    from hpcbridge.policy.hardware import Placement
 
 
 def _site_options(command: Command) -> Command:
@@ -43,19 +44,87 @@ def _open(site: str) -> Cluster:
     return Cluster.from_site(site)
 
 
+def _load(cluster: Cluster, job_file: str) -> JobSpec:
+    """The job file, with GPUs asked for by need matched to the site's partitions and types
+    (hpcbridge.policy.hardware): the Cluster below refuses an unmatched request."""
+    from hpcbridge.jobs.spec import JobSpec
+    from hpcbridge.policy.hardware import place
+
+    return place(cluster.site, JobSpec.from_yaml(job_file))
+
+
 @click.command()
 @click.argument("job_file", type=click.Path(dir_okay=False))
+@click.option(
+    "--explain",
+    is_flag=True,
+    help="Also show the hardware matching: each partition and GPU type considered, its cost, "
+    'and why it was chosen or rejected (on stderr; with --json, under "placement").',
+)
 @_site_options
-def render(job_file: str, site: str, as_json: bool) -> None:
+def render(job_file: str, explain: bool, site: str, as_json: bool) -> None:
     """Print the job script JOB_FILE would be submitted as."""
     from hpcbridge.jobs.spec import JobSpec
+    from hpcbridge.policy.hardware import match, place
 
     with _open(site) as cluster:
-        script = cluster.render(JobSpec.from_yaml(job_file))
+        spec = JobSpec.from_yaml(job_file)
+        placement = match(cluster.site, spec) if explain else None
+        script = cluster.render(place(cluster.site, spec))
     if as_json:
-        echo_json({"script": script})
-    else:
-        click.echo(script, nl=False)
+        answer: dict[str, object] = {"script": script}
+        if explain:
+            answer["placement"] = None if placement is None else placement.as_json()
+        echo_json(answer)
+        return
+    if explain:
+        _explain(placement)
+    click.echo(script, nl=False)
+
+
+def _explain(placement: Placement | None) -> None:
+    """The candidates of a GPU request as a table on stderr, so stdout stays the script."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from hpcbridge.jobs.units import format_memory
+
+    console = Console(stderr=True, soft_wrap=True)
+    if placement is None:
+        console.print("hardware matching: none (the job asks for no GPUs by need: resources.gpu)")
+        return
+    request = placement.request
+    console.print(
+        f"hardware matching: {request.count} GPU(s)"
+        + (f", at least {format_memory(request.min_memory)} each" if request.min_memory else "")
+        + (f", with {', '.join(request.features)}" if request.features else "")
+    )
+    table = Table(box=None, pad_edge=False)
+    for heading in ("", "PARTITION", "TYPE", "COUNT", "MEMORY", "FEATURES", "COST", "VERDICT"):
+        table.add_column(heading)
+    chosen = placement.chosen
+    for index, candidate in enumerate(placement.candidates):
+        offer = candidate.offer
+        if candidate.rejected is not None:
+            verdict = candidate.rejected
+        elif index == 0:
+            verdict = "chosen: the cheapest that fits"
+        elif offer.cost > chosen.offer.cost:
+            verdict = "fits, costs more"
+        else:
+            verdict = "fits, same cost; ranked after (default partition first)"
+        table.add_row(
+            "*" if index == 0 else "",
+            candidate.partition,
+            offer.type,
+            str(request.count),
+            format_memory(offer.memory),
+            ",".join(offer.features) or "-",
+            f"{offer.cost:g}",
+            Text(verdict),  # a limit's message is plain text, not Rich markup
+        )
+    console.print(table)
 
 
 @click.command()
@@ -117,12 +186,10 @@ def submit(
     infeasible, with the numbers): infeasible is refused (exit 3) unless --force; it is then
     tracked for `hpcbridge deadlines` and `report sla`.
     """
-    from hpcbridge.jobs.spec import JobSpec
-
     if sweep_file is None and (limit is not None or max_array_size is not None):
         raise click.UsageError("--limit and --max-array-size go with --sweep")
     with _open(site) as cluster:
-        spec = JobSpec.from_yaml(job_file)
+        spec = _load(cluster, job_file)
         answer: dict[str, object]
         if sweep_file is not None:
             job_ids = _submit_sweep(cluster, spec, sweep_file, limit, max_array_size)

@@ -76,6 +76,18 @@ def _node_list(value: str) -> str:
 
 
 NodeList = Annotated[str, AfterValidator(_node_list)]
+# sbatch(1), --constraint: node feature names joined by "&" (AND) or "|" (OR); the bracket,
+# count and XOR forms are left out until a job needs them.
+_CONSTRAINT = re.compile(r"[\w.-]+([&|][\w.-]+)*", re.ASCII)
+
+
+def _constraint(value: str) -> str:
+    if not _CONSTRAINT.fullmatch(value):
+        raise ValueError(f"{value!r} is not node features joined by & or |, such as fp64&nvlink")
+    return value
+
+
+Constraint = Annotated[str, AfterValidator(_constraint)]
 # Endings a job may be retried after (RetrySpec.on): JobState names.
 RetryState = Literal[
     "NODE_FAIL", "BOOT_FAIL", "OUT_OF_MEMORY", "TIMEOUT", "FAILED", "PREEMPTED", "CANCELLED"
@@ -92,8 +104,24 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class GpuRequest(_Model):
+    """GPUs asked for by what they must offer instead of by type (``resources.gpu``): a job
+    that needs 40G per GPU or fp64 should not have to know which partition has which model.
+    hpcbridge.policy.hardware picks the cheapest partition and type in the site's catalogue
+    that offers ``count`` GPUs (counted as ``gpus`` is) with at least ``min_memory`` each
+    and every one of ``features``."""
+
+    count: int = Field(1, ge=1)
+    min_memory: MemoryMB | None = None
+    features: list[Token] = []
+
+
 class Resources(_Model):
-    """What one job asks the scheduler for. Memory is per node, as sbatch --mem means it."""
+    """What one job asks the scheduler for. Memory is per node, as sbatch --mem means it.
+
+    GPUs are asked for either by type (``gpus``, ``gpu_type``) or by need (``gpu``), which
+    hardware matching turns into the former.
+    """
 
     nodes: int = Field(1, ge=1)
     ntasks: int = Field(1, ge=1)
@@ -101,6 +129,7 @@ class Resources(_Model):
     memory: MemoryMB | None = None
     gpus: int = Field(0, ge=0)
     gpu_type: Token | None = None
+    gpu: GpuRequest | None = None
     walltime: Walltime | None = None
 
     @field_validator("walltime")
@@ -119,6 +148,11 @@ class Resources(_Model):
     def _gpu_type_needs_gpus(self) -> Resources:
         if self.gpu_type and not self.gpus:
             raise ValueError(f"gpu_type {self.gpu_type!r} is set but gpus is 0")
+        if self.gpu and (self.gpus or self.gpu_type):
+            raise ValueError(
+                "give gpu (GPUs by memory and features, matched to the site's catalogue) or "
+                "gpus/gpu_type (GPUs by type), not both"
+            )
         return self
 
 
@@ -330,6 +364,10 @@ class JobSpec(_Model):
     # Nodes the job must not run on (sbatch --exclude): set by workflow resume after a node
     # failure. PBS's qsub and the local backend have no such request and refuse it.
     exclude_nodes: NodeList | None = None
+    # Node features the job's nodes must have (sbatch --constraint): set by hardware matching
+    # when the site's catalogue says its GPU features are Slurm node features. PBS's qsub and
+    # the local backend have no such request and refuse it.
+    constraint: Constraint | None = None
     # Preemption (SiteConfig.preemption): ``protect`` sends the job where the scheduler never
     # preempts it; a job that may be preempted needs a checkpoint section, unless it says
     # its work may be lost.

@@ -95,3 +95,8 @@ def is_decimal(text: str) -> bool:
     int() refuses) and other scripts' digits, so a hostile or garbled field would end in a
     traceback rather than be skipped."""
     return text.isascii() and text.isdigit()
+
+
+def format_memory(megabytes: int) -> str:
+    """A request-sized memory as people write it: whole gigabytes as "80G", else "512M"."""
+    return f"{megabytes // 1024}G" if megabytes % 1024 == 0 else f"{megabytes}M"

@@ -67,6 +67,11 @@ class LocalBackend:
                 f"exclude_nodes: {spec.exclude_nodes!r} cannot be honoured by the local "
                 "backend, which runs every job on this machine"
             )
+        if spec.constraint is not None:
+            raise SpecError(
+                f"constraint: {spec.constraint!r} cannot be honoured by the local backend, "
+                "which runs every job on this machine"
+            )
         return checkpoint_context(spec)
 
     def submit(self, script: str, spec: JobSpec, token: str | None = None) -> str:

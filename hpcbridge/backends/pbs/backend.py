@@ -88,6 +88,11 @@ class PbsBackend:
                 f"exclude_nodes: {spec.exclude_nodes!r} cannot be asked of PBS, whose qsub "
                 "has no host exclusion; leave it out on PBS sites"
             )
+        if spec.constraint is not None:
+            raise SpecError(
+                f"constraint: {spec.constraint!r} is a Slurm node feature request, which PBS "
+                "has no equivalent of; leave it out on PBS sites"
+            )
         if spec.signal is not None and spec.resources.walltime is None:
             raise SpecError("signal: on PBS the signal is timed from resources.walltime; set it")
         walltime = spec.resources.walltime
