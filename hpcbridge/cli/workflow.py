@@ -7,6 +7,7 @@ load inside the command that runs.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -14,6 +15,8 @@ from typing import TYPE_CHECKING
 import click
 
 from hpcbridge.cli.options import (
+    EXIT_JOB_FAILED,
+    EXIT_WAIT_TIMEOUT,
     JSON_OPTION,
     RECORDED_SITE_OPTION,
     SITE_OPTION,
@@ -212,6 +215,76 @@ def frames(
         click.echo(f"resubmitted the missing ones as job {job_id}")
     elif resubmit:
         click.echo("nothing missing; nothing submitted")
+
+
+@workflow.command()
+@click.argument("workflow_id")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=1),
+    default=30.0,
+    show_default=True,
+    help="Seconds between looks at the workflow (one scheduler query each).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Give up after this many seconds (exit 6); the retries already made stay.",
+)
+@RECORDED_SITE_OPTION
+@_store_options
+@JSON_OPTION
+@reports_errors
+def watch(
+    workflow_id: str,
+    *,
+    interval: float,
+    timeout: float | None,
+    site: str | None,
+    state_dir: str | None,
+    ledger_url: str | None,
+    as_json: bool,
+) -> None:
+    """Follow a workflow to its end, retrying stages as their retry policy says.
+
+    A stage that ends in one of its ``retry.on`` states (NODE_FAIL, BOOT_FAIL, OUT_OF_MEMORY
+    by default) with attempts left is submitted again, to start after its backoff, with
+    more memory after OUT_OF_MEMORY, and the stages its failure cancelled with it; other
+    failures are left as they are. Exits 0 when every stage completed, 1 otherwise.
+    """
+    from hpcbridge.workflows.run import watch_workflow
+
+    def said(name: str, job_id: str | None, reason: str) -> None:
+        retried.append({"stage": name, "job_id": job_id, "why": reason})
+        if not as_json:
+            click.echo(f"{name}\tresubmitted as job {job_id}: {reason}", err=True)
+
+    retried: list[dict[str, object]] = []
+    with (
+        workflow_store(state_dir, ledger_url) as store,
+        open_recorded(store.load(workflow_id), site) as cluster,
+    ):
+        ended = watch_workflow(
+            cluster, store, workflow_id, interval=interval, timeout=timeout, retried=said
+        )
+        held = held_for_budget(cluster)
+    if ended is None:
+        click.echo(f"workflow {workflow_id}: still running after {timeout:g} s", err=True)
+        sys.exit(EXIT_WAIT_TIMEOUT)
+    record, stages = ended
+    if as_json:
+        echo_json(
+            {
+                "workflow_id": record.workflow_id,
+                "retried": retried,
+                "stages": [_stage_json(stage, held) for stage in stages],
+            }
+        )
+    else:
+        _print_table(stages, held)
+    if any(stage.state != "COMPLETED" for stage in stages):
+        sys.exit(EXIT_JOB_FAILED)
 
 
 @workflow.command()

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from hpcbridge.errors import HpcBridgeError, JobNotFound, SpecError, SubmitError, WorkflowError
@@ -193,6 +193,102 @@ def resume_workflow(
     return record, rerun, skipped
 
 
+def retry_workflow(
+    cluster: Cluster,
+    store: WorkflowStore,
+    workflow_id: str,
+    *,
+    now: datetime | None = None,
+) -> tuple[WorkflowRecord, dict[str, str]]:
+    """Resubmit the stages whose latest job ended in one of their ``retry.on`` states with
+    attempts left, and the stages after them that were not kept (their failure cancelled
+    them); any other ending stays as it is. Returns the record and the stages resubmitted,
+    each with why (the retried ones) or "after <stage>".
+
+    The backoff is the scheduler's to wait: a retry is submitted at once with its begin time
+    (``--begin``, ``qsub -a``) that long after the failed run ended, so nothing here sleeps
+    and a watcher that stops loses nothing. After OUT_OF_MEMORY the memory is raised from
+    what the last attempt asked for.
+    """
+    import networkx as nx
+
+    from hpcbridge.jobs.retry import retry_after
+
+    moment = now or datetime.now().astimezone()
+    with store.locked(workflow_id):
+        record = store.load(workflow_id)
+        statuses = {s.name: s for s in workflow_status(cluster, record)}
+        updates: dict[str, dict[str, Any]] = {}
+        reasons: dict[str, str] = {}
+        for name, status in statuses.items():
+            if status.keeps_job or status.info is None:
+                continue
+            runs = record.jobs.get(name, [])
+            stage = record.workflow.stage(name)
+            memory = runs[-1].memory_mb if runs and runs[-1].memory_mb else None
+            if memory is not None:
+                stage = stage.model_copy(
+                    update={"resources": stage.resources.model_copy(update={"memory": memory})}
+                )
+            plan = retry_after(stage, status.info.state, len(runs))
+            if plan is None:
+                continue
+            ended = status.info.end_time or moment
+            begin = ended + timedelta(seconds=plan.delay_s)
+            updates[name] = {"resources": plan.spec.resources}
+            if begin > moment:
+                updates[name]["begin"] = begin
+            reasons[name] = plan.reason
+        graph = record.workflow.graph
+        after = {
+            later: f"after {name}"
+            for name in reasons
+            for later in nx.descendants(graph, name)
+            if not statuses[later].keeps_job and later not in reasons
+        }
+        rerun = [name for name in record.workflow.order() if name in reasons or name in after]
+        if not rerun:
+            return record, {}
+        kept_ids = {
+            name: s.job_id
+            for name, s in statuses.items()
+            if s.keeps_job and s.job_id and s.state != JobState.COMPLETED
+        }
+        try:
+            _submit_stages(cluster, record, rerun, kept_ids, None, updates=updates, why=reasons)
+        finally:
+            store.save(record)
+    return record, {name: reasons.get(name) or after[name] for name in rerun}
+
+
+def watch_workflow(
+    cluster: Cluster,
+    store: WorkflowStore,
+    workflow_id: str,
+    *,
+    interval: float,
+    timeout: float | None = None,
+    retried: Callable[[str, str | None, str], None] | None = None,
+) -> tuple[WorkflowRecord, list[StageStatus]] | None:
+    """Retry (:func:`retry_workflow`) every ``interval`` seconds until no stage may still
+    run; the record and the final states, or None after ``timeout`` seconds. ``retried``
+    hears each stage resubmitted: its name, new job id and why."""
+    import time
+
+    started = time.monotonic()
+    while True:
+        record, resubmitted = retry_workflow(cluster, store, workflow_id)
+        for name, reason in resubmitted.items():
+            if retried is not None:
+                retried(name, record.latest_job(name), reason)
+        stages = workflow_status(cluster, record)
+        if not any(stage.keeps_job and stage.state != JobState.COMPLETED for stage in stages):
+            return record, stages
+        if timeout is not None and time.monotonic() - started > timeout:
+            return None
+        time.sleep(interval)
+
+
 def workflow_view(cluster: Cluster, record: WorkflowRecord) -> WorkflowView:
     """What workflow_export draws: the stored DAG with one status query's states and times."""
     from hpcbridge.workflows.export import StageView, WorkflowView
@@ -249,14 +345,19 @@ def _submit_stages(
     *,
     avoid: Mapping[str, str] | None = None,
     hold: frozenset[str] = frozenset(),
+    updates: Mapping[str, Mapping[str, Any]] | None = None,
+    why: Mapping[str, str] | None = None,
 ) -> None:
     """Submit ``names`` in order; ``job_ids`` maps the stages to wait on (others are done).
 
     A stage in ``avoid`` is first submitted excluding those nodes; if the scheduler says no
     other node could run it, it is submitted without the exclusion, and the record says so.
-    A stage in ``hold`` is submitted held (waiting for budget).
+    A stage in ``hold`` is submitted held (waiting for budget). ``updates`` change a stage's
+    spec for this submission (a retry's memory and begin time), recorded with ``why``.
     """
     avoid = avoid or {}
+    updates = updates or {}
+    why = why or {}
     workflow = record.workflow
     for done, name in enumerate(names, start=1):
         stage = workflow.stage(name)
@@ -272,8 +373,10 @@ def _submit_stages(
         }
         if name in hold:
             update["hold"] = True
-        spec = stage.model_copy(update=update)
+        spec = stage.model_copy(update={**update, **updates.get(name, {})})
         details: dict[str, Any] = {}
+        if name in why:
+            details.update(retry=why[name], memory_mb=spec.resources.memory)
         job_id = None
         if name in avoid:
             details["excluded"] = avoid[name]

@@ -49,6 +49,10 @@ class Submission(BaseModel):
     # accepted that: a cluster left with no other node refuses, and the job goes anywhere.
     excluded: str | None = None
     exclusion_refused: bool = False
+    # A retry under the stage's retry policy (workflow watch): why, and the memory asked
+    # for (raised after OUT_OF_MEMORY, so the next raise starts from it).
+    retry: str | None = None
+    memory_mb: int | None = None
 
 
 class WorkflowRecord(BaseModel):

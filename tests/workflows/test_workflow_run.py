@@ -254,3 +254,62 @@ def test_a_refused_stage_leaves_a_resumable_workflow(
     states = {name: s["state"] for name, s in stages_of(store, workflow_id).items()}
     assert states == dict.fromkeys(("one", "two", "three"), "COMPLETED")
     assert store.load(workflow_id).workflow.stage("two").resources.memory is None
+
+
+def test_watch_retries_a_stage_by_its_policy_after_the_backoff_and_leaves_other_failures(
+    site: str, cluster: Cluster, store: StateFileStore, workdir: Path
+) -> None:
+    where = {"workdir": str(workdir), "resources": {"walltime": "1:00"}}
+    # Fails its first run (exit 1, FAILED), which its policy retries; passes the second.
+    flaky = 'n=$(cat tries 2>/dev/null || echo 0); echo $((n + 1)) > tries; test "$n" -ge 1'
+    flow = Workflow.parse(
+        {
+            "name": "retries",
+            "stages": [
+                {
+                    "name": "flaky",
+                    "command": flaky,
+                    "retry": {"on": ["FAILED"], "backoff": 5},
+                    **where,
+                },
+                {"name": "after", "command": "cp tries after.txt", "depends_on": "flaky", **where},
+                {"name": "broken", "command": "exit 2", "retry": {"on": ["NODE_FAIL"]}, **where},
+            ],
+        }
+    )
+    record = submit_workflow(cluster, flow, store, site=site)
+    first = record.latest_job("flaky")
+    argv = [
+        HPCBRIDGE,
+        "workflow",
+        "watch",
+        record.workflow_id,
+        "--interval",
+        "1",
+        "--timeout",
+        "150",
+        "--json",
+        "--state-dir",
+        str(store.directory),
+    ]
+    watched = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=170)
+    assert watched.returncode == 1, watched.stderr  # "broken" failed, and stays failed
+    answer = json.loads(watched.stdout)
+    assert [(r["stage"], r["why"]) for r in answer["retried"]] == [
+        ("flaky", "FAILED: attempt 2 of 4 after 5 s"),
+        ("after", "after flaky"),
+    ]
+    states = {s["stage"]: s["state"] for s in answer["stages"]}
+    assert states == {"flaky": "COMPLETED", "after": "COMPLETED", "broken": "FAILED"}
+    assert (workdir / "after.txt").read_text() == "2\n"
+
+    runs = store.load(record.workflow_id).jobs["flaky"]
+    assert (len(runs), runs[0].job_id) == (2, first)
+    assert runs[1].retry == "FAILED: attempt 2 of 4 after 5 s"
+    infos = cluster.status([first, runs[1].job_id])
+    ended, started = infos[first].end_time, infos[runs[1].job_id].start_time
+    assert ended is not None
+    assert started is not None
+    # The scheduler held the retry back (its begin time), not the watcher: >= 5 s later.
+    assert (started - ended).total_seconds() >= 5 - 1  # whole seconds on both sides
+    assert len(store.load(record.workflow_id).jobs["broken"]) == 1
