@@ -101,8 +101,11 @@ def workflow_from_file(path: str | Path, site: SiteConfig) -> Workflow:
     the preview and rest arrays of a job file with ``preview``.
 
     ``hpcbridge workflow submit`` takes either, so a months-long run is submitted, watched and
-    resumed with the same commands as any workflow.
+    resumed with the same commands as any workflow. GPUs asked for by need are matched to the
+    site's partitions here (hpcbridge.policy.hardware), so the record keeps where each stage
+    went and a resume sends it there again.
     """
+    from hpcbridge.policy.hardware import place
     from hpcbridge.workflows.model import Workflow
 
     try:
@@ -112,10 +115,12 @@ def workflow_from_file(path: str | Path, site: SiteConfig) -> Workflow:
     if isinstance(data, dict) and "stages" not in data and "preview" in data:
         from hpcbridge.workflows.preview import plan_preview
 
-        return plan_preview(JobSpec.from_yaml(path), site)
+        return plan_preview(place(site, JobSpec.from_yaml(path)), site)
     if isinstance(data, dict) and "stages" not in data and "checkpoint" in data:
-        return plan_segments(JobSpec.from_yaml(path), site)
-    return Workflow.from_yaml(path)
+        return plan_segments(place(site, JobSpec.from_yaml(path)), site)
+    workflow = Workflow.from_yaml(path)
+    placed = tuple(place(site, stage) for stage in workflow.stages)
+    return workflow.model_copy(update={"stages": placed})
 
 
 def submit_segments(

@@ -4,13 +4,16 @@ features gets, what is refused and how, and what the site config allows."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from hpcbridge import JobSpec, SiteConfig
 from hpcbridge.errors import ConfigError, SpecError
 from hpcbridge.policy.hardware import match, place
+from hpcbridge.workflows.segments import workflow_from_file
 
 A100 = {"type": "a100", "memory": "80G", "features": ["fp64", "tensor_cores"], "per_node": 4}
 V100 = {"type": "v100", "memory": "32G", "features": ["fp64"], "per_node": 2, "cost": 1}
@@ -161,6 +164,22 @@ def test_cpu_jobs_and_named_types_are_left_as_they_are() -> None:
 def test_an_unmatched_request_is_refused_below_the_policy_layer() -> None:
     with pytest.raises(SpecError, match="match it to a partition and type first"):
         site().prepare(job({"count": 1}))
+
+
+def test_workflow_files_are_matched_stage_by_stage(tmp_path: Path) -> None:
+    stages = [
+        {"name": "prep", "command": "true"},
+        {"name": "train", "command": "true", "depends_on": "prep", "resources": {"gpu": {}}},
+    ]
+    path = tmp_path / "flow.yaml"
+    path.write_text(yaml.safe_dump({"stages": stages}))
+    prep, train = workflow_from_file(path, site()).stages
+    assert (prep.partition, prep.resources.gpus) == (None, 0)
+    assert (train.partition, train.resources.gpu_type, train.resources.gpu) == (
+        "inference",
+        "t4",
+        None,
+    )
 
 
 def test_a_site_without_a_catalogue_says_so() -> None:
