@@ -32,7 +32,7 @@ def executor(slurm_cluster: Cluster, workdir: Path) -> Iterator[ClusterExecutor]
 
 
 def test_a_checkpointable_function_stopped_at_its_limit_resumes_and_returns_the_sum(
-    executor: ClusterExecutor, workdir: Path
+    executor: ClusterExecutor,
 ) -> None:
     started = time.monotonic()
     future = executor.submit(SlowSum(1.0), STEPS)
@@ -44,10 +44,12 @@ def test_a_checkpointable_function_stopped_at_its_limit_resumes_and_returns_the_
     elapsed = time.monotonic() - started
 
     assert total == expected(STEPS)
-    history = completed_runs(job_id)
+    history = [run.state for run in completed_runs(job_id)]
     assert requeued, "the job was never seen requeued"
-    assert [run.state for run in history[:-1]] == [JobState.REQUEUED] * (len(history) - 1)
-    assert history[-1].state is JobState.COMPLETED
-    # Each run that started carried the sum on from the checkpoint of the one before.
-    assert runs == len(history) >= 2
-    print(f"checkpointable function: {runs} runs, {len(requeued)} requeues, {elapsed:.0f} s")
+    assert JobState.REQUEUED in history[:-1]
+    assert history[-1] is JobState.COMPLETED
+    # The runs that went on from a checkpoint: at least the one after the time limit. Other
+    # tests on the shared node may fail it or preempt the job too (seen: NODE_FAIL, then the
+    # time-limit requeue), and a run that ends before any checkpoint starts the next afresh.
+    assert 2 <= runs <= len(history)
+    print(f"checkpointable function: {runs} runs ({', '.join(history)}), {elapsed:.0f} s")
