@@ -24,7 +24,14 @@ from pydantic import (
 )
 
 from hpcbridge.errors import ConfigError, SpecError
-from hpcbridge.jobs.spec import JobSpec, MemoryMB, Token, Walltime, describe_validation_error
+from hpcbridge.jobs.spec import (
+    Feature,
+    JobSpec,
+    MemoryMB,
+    Token,
+    Walltime,
+    describe_validation_error,
+)
 from hpcbridge.jobs.units import format_duration
 from hpcbridge.resources import data_dir
 
@@ -46,7 +53,7 @@ class GpuOffer(_Config):
 
     type: Token
     memory: MemoryMB
-    features: list[Token] = []
+    features: list[Feature] = []
     per_node: int = Field(ge=1)
     cost: float = Field(1.0, ge=0)
     node_features: bool = False

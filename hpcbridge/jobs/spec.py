@@ -76,9 +76,20 @@ def _node_list(value: str) -> str:
 
 
 NodeList = Annotated[str, AfterValidator(_node_list)]
+# A hardware feature (fp64, nvlink): a word that can stand as a Slurm node feature too.
+_FEATURE = re.compile(r"[\w.-]+", re.ASCII)
 # sbatch(1), --constraint: node feature names joined by "&" (AND) or "|" (OR); the bracket,
 # count and XOR forms are left out until a job needs them.
-_CONSTRAINT = re.compile(r"[\w.-]+([&|][\w.-]+)*", re.ASCII)
+_CONSTRAINT = re.compile(rf"{_FEATURE.pattern}([&|]{_FEATURE.pattern})*", re.ASCII)
+
+
+def _feature(value: str) -> str:
+    if not _FEATURE.fullmatch(value):
+        raise ValueError(f"{value!r} is not a feature name (letters, digits and . _ -)")
+    return value
+
+
+Feature = Annotated[str, AfterValidator(_feature)]
 
 
 def _constraint(value: str) -> str:
@@ -113,7 +124,7 @@ class GpuRequest(_Model):
 
     count: int = Field(1, ge=1)
     min_memory: MemoryMB | None = None
-    features: list[Token] = []
+    features: list[Feature] = []
 
 
 class Resources(_Model):

@@ -192,6 +192,13 @@ def test_gpu_by_need_and_by_type_exclude_each_other() -> None:
         job({"count": 1}, resources={"gpus": 1})
 
 
+def test_features_are_words_a_constraint_can_hold() -> None:
+    with pytest.raises(SpecError, match=r"resources.gpu.features.0: 'fp64,nvlink' is not a"):
+        job({"features": ["fp64,nvlink"]})
+    with pytest.raises(SpecError, match=r"constraint: 'ib&&opa' is not node features"):
+        job(constraint="ib&&opa")
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
