@@ -15,9 +15,20 @@ from hpcbridge.errors import ConfigError, SpecError
 from hpcbridge.policy.hardware import match, place
 from hpcbridge.workflows.segments import workflow_from_file
 
-A100 = {"type": "a100", "memory": "80G", "features": ["fp64", "tensor_cores"], "per_node": 4}
-V100 = {"type": "v100", "memory": "32G", "features": ["fp64"], "per_node": 2, "cost": 1}
-T4 = {"type": "t4", "memory": "16G", "features": [], "per_node": 8, "cost": 0.5}
+A100: dict[str, Any] = {
+    "type": "a100",
+    "memory": "80G",
+    "features": ["fp64", "tensor_cores"],
+    "per_node": 4,
+}
+V100: dict[str, Any] = {
+    "type": "v100",
+    "memory": "32G",
+    "features": ["fp64"],
+    "per_node": 2,
+    "cost": 1,
+}
+T4: dict[str, Any] = {"type": "t4", "memory": "16G", "features": [], "per_node": 8, "cost": 0.5}
 
 
 def site(**extra: Any) -> SiteConfig:
@@ -110,20 +121,32 @@ def test_a_named_partition_is_the_only_one_looked_in() -> None:
     )
 
 
-def test_an_impossible_request_names_the_requirement_no_partition_meets() -> None:
-    refusals = {
-        "resources.gpu.min_memory: 100G: no partition has GPUs with that much memory "
-        "(largest: a100 80G in gpu)": {"min_memory": "100G"},
-        "resources.gpu.features: fp8: no partition has GPUs with it (offered: fp64, nvlink, "
-        "tensor_cores)": {"features": ["fp64", "fp8"]},
-        "resources.gpu.count: 16: no partition has nodes with 16 GPUs (most: 8 t4 in inference)": {
-            "count": 16
-        },
-    }
-    for message, request in refusals.items():
-        with pytest.raises(SpecError) as caught:
-            place(site(), job(request))
-        assert str(caught.value) == message
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (
+            {"min_memory": "100G"},
+            "resources.gpu.min_memory: 100G: no partition has GPUs with that much memory "
+            "(largest: a100 80G in gpu)",
+        ),
+        (
+            {"features": ["fp64", "fp8"]},
+            "resources.gpu.features: fp8: no partition has GPUs with it (offered: fp64, nvlink, "
+            "tensor_cores)",
+        ),
+        (
+            {"count": 16},
+            "resources.gpu.count: 16: no partition has nodes with 16 GPUs (most: 8 t4 in "
+            "inference)",
+        ),
+    ],
+)
+def test_an_impossible_request_names_the_requirement_no_partition_meets(
+    request_: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(SpecError) as caught:
+        place(site(), job(request_))
+    assert str(caught.value) == message
 
 
 def test_ties_go_to_the_default_partition_then_the_configs_order() -> None:
