@@ -47,6 +47,7 @@ EXPECTED = {
     ("workflow", "submit"): CLUSTER_AND_LEDGER,
     ("workflow", "status"): CLUSTER_AND_LEDGER,
     ("workflow", "resume"): CLUSTER_AND_LEDGER,
+    ("workflow", "watch"): CLUSTER_AND_LEDGER,
     ("workflow", "show"): CLUSTER_AND_LEDGER,
     ("workflow", "frames"): CLUSTER_AND_LEDGER,  # --resubmit on the workflow's own site
     ("checkpoint", "list"): NEITHER,  # a directory on this machine
@@ -81,6 +82,7 @@ EXPECTED = {
 RECORDED_SITE = {
     ("workflow", "status"),
     ("workflow", "resume"),
+    ("workflow", "watch"),
     ("workflow", "show"),
     ("workflow", "frames"),
     ("priority", "set"),  # a workflow's own site, else (for job ids) $HPCBRIDGE_SITE
