@@ -141,6 +141,8 @@ class Cluster:
         self._specs: dict[str, JobSpec] = {}  # what each job was submitted as, for retries
         # Each job waited on with retry=True -> the ids of its runs, first to latest.
         self.attempts: dict[str, list[str]] = {}
+        # Each job of a submit_many -> the submission it went in: its array's id, or its own.
+        self.submitted_in: dict[str, str] = {}
         self._max_array_size: tuple[int | None] | None = None  # asked once, when first needed
         self._shared: SharedPoll | None = None  # made on first use
 
@@ -218,11 +220,11 @@ class Cluster:
                     raise
                 raise _partly_submitted(exc, submitted, len(prepared)) from exc
         self._remember_names(submitted)
-        handles = {
-            position: task_id
-            for chunk, job_id in submitted
-            for position, task_id in self._task_ids(chunk, job_id)
-        }
+        handles = {}
+        for chunk, job_id in submitted:
+            for position, task_id in self._task_ids(chunk, job_id):
+                handles[position] = task_id
+                self.submitted_in[task_id] = job_id
         return [handles[position] for position in range(len(prepared))]
 
     def status(

@@ -180,7 +180,8 @@ def submit(
     ledger's usage, the queue's commitments): refused with the numbers, or held for budget.
 
     With --sweep, one job per row of the parameters file, packed into job arrays; one id per
-    row is printed, in row order.
+    row is printed, in row order. On a site with budgets the whole sweep must fit, as a
+    workflow must: refused whole, or held whole and released together.
 
     A job with a deadline is estimated first from the same ledger (likely, at risk,
     infeasible, with the numbers): infeasible is refused (exit 3) unless --force; it is then
@@ -192,8 +193,15 @@ def submit(
         spec = _load(cluster, job_file)
         answer: dict[str, object]
         if sweep_file is not None:
-            job_ids = _submit_sweep(cluster, spec, sweep_file, limit, max_array_size)
-            answer = {"job_ids": job_ids}
+            job_ids, held = _submit_sweep(
+                cluster,
+                spec,
+                sweep_file,
+                limit=limit,
+                max_array_size=max_array_size,
+                ledger_url=ledger_url,
+            )
+            answer = {"job_ids": job_ids, "held_for_budget": held}
         elif spec.deadline is not None or spec.begin_cheapest:
             job_id, held = _submit_planned(cluster, spec, ledger_url, force=force, on_risk=on_risk)
             job_ids = [job_id]
@@ -223,19 +231,39 @@ def _submit_sweep(
     cluster: Cluster,
     spec: JobSpec,
     sweep_file: str,
+    *,
     limit: int | None,
     max_array_size: int | None,
-) -> list[str]:
-    """One job per row of the sweep file, through Cluster.submit_many."""
+    ledger_url: str | None,
+) -> tuple[list[str], bool]:
+    """One job per row of the sweep file, through Cluster.submit_many; on a site with
+    budgets the whole sweep is checked first (hpcbridge.policy.budget), warnings to stderr."""
     from hpcbridge.jobs.sweep_file import load_sweep, sweep_specs
 
-    if cluster.site.budgets.accounts:
-        raise click.UsageError(
-            f"site {cluster.site.name} has budgets, which --sweep does not check yet; submit "
-            "the jobs one at a time or as a workflow"
-        )
     specs = sweep_specs(spec, load_sweep(sweep_file))
-    return cluster.submit_many(specs, limit=limit, max_array_size=max_array_size)
+    if not cluster.site.budgets.accounts:
+        return cluster.submit_many(specs, limit=limit, max_array_size=max_array_size), False
+    from hpcbridge.ledger.store import Ledger
+    from hpcbridge.policy.budget import submit_many_within_budget
+
+    with Ledger.open(ledger_url, upgrade=False) as ledger:
+        submitted = submit_many_within_budget(
+            cluster,
+            ledger,
+            specs,
+            name=f"sweep {os.path.basename(sweep_file)}",
+            limit=limit,
+            max_array_size=max_array_size,
+        )
+    for warning in submitted.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if submitted.held:
+        click.echo(
+            f"the sweep's {len(specs)} jobs are held until budget frees up "
+            "(hpcbridge budget release)",
+            err=True,
+        )
+    return submitted.job_ids, submitted.held
 
 
 def _submit_planned(

@@ -301,15 +301,17 @@ def check_jobs(
     specs: Sequence[JobSpec],
     *,
     workflow: str | None = None,
+    unit: str = "stage",
     user: str | None = None,
     now: datetime | None = None,
 ) -> list[Decision]:
     """One decision per budgeted account among ``specs``, for their worst cases together.
 
-    A workflow must fit whole before any of it is submitted (a stage refused half-way would
-    leave the rest waiting on it), so its stages are summed per account and set against one
-    queue call and one read of each account's budget. ``workflow`` names it in the wording
-    ("workflow w's 3 stages together may use ..."); accounts without a budget are left out.
+    A workflow (or a sweep) must fit whole before any of it is submitted (a stage refused
+    half-way would leave the rest waiting on it), so its jobs are summed per account and set
+    against one queue call and one read of each account's budget. ``workflow`` names it in
+    the wording ("workflow w's 3 stages together may use ...", ``unit`` "job" for a sweep);
+    accounts without a budget are left out.
     """
     from hpcbridge.policy.waiting import WaitingJobs
 
@@ -336,7 +338,7 @@ def check_jobs(
         budgets = read_budgets(ledger, site, account, mine, user=who, now=moment, waiting=waiting)
         what = "this job"
         if workflow is not None:
-            stages = f"{counts[account]} stage{'' if counts[account] == 1 else 's'}"
+            stages = f"{counts[account]} {unit}{'' if counts[account] == 1 else 's'}"
             what = f"workflow {workflow}'s {stages} together"
         decisions.append(decide(costs[account], budgets, site.budgets.warn_at, what))
     return decisions
@@ -371,6 +373,68 @@ def submit_within_budget(
         reason="; ".join(decision.refusals),
     )
     return Submitted(job_id, decision, held=True, warnings=decision.refusals)
+
+
+@dataclass(frozen=True)
+class SubmittedMany:
+    """A sweep submitted through the budget check: one id per job, the decisions, whether
+    it waits held for budget, and what was said."""
+
+    job_ids: list[str]
+    decisions: tuple[Decision, ...]
+    held: bool = False
+    warnings: tuple[str, ...] = field(default=())
+
+
+def submit_many_within_budget(
+    cluster: Cluster,
+    ledger: Ledger,
+    specs: Sequence[JobSpec],
+    *,
+    name: str,
+    limit: int | None = None,
+    max_array_size: int | None = None,
+    user: str | None = None,
+    now: datetime | None = None,
+) -> SubmittedMany:
+    """Submit a sweep (Cluster.submit_many) if all of it fits its accounts' budgets, summed as
+    a workflow's stages are: refused whole (BudgetExceeded), or with ``on_exhausted: hold``
+    submitted held and recorded as one wait, its arrays released together once it fits."""
+    from hpcbridge.policy.waiting import WaitingJobs
+
+    decisions = tuple(
+        check_jobs(cluster, ledger, specs, workflow=name, unit="job", user=user, now=now)
+    )
+    refused = [decision for decision in decisions if not decision.allowed]
+    said = tuple(text for d in decisions for text in (d.refusals or d.warnings))
+    if refused and cluster.site.budgets.on_exhausted == "refuse":
+        raise BudgetExceeded("; ".join(text for d in refused for text in d.refusals))
+    if not refused:
+        job_ids = cluster.submit_many(specs, limit=limit, max_array_size=max_array_size)
+        return SubmittedMany(job_ids, decisions, warnings=said)
+    held = [spec.model_copy(update={"hold": True}) for spec in specs]
+    job_ids = cluster.submit_many(held, limit=limit, max_array_size=max_array_size)
+    decision = refused[0]
+    account = decision.budgets[0].account
+    site = cluster.site
+    covers = [
+        job_id
+        for spec, job_id in zip(specs, job_ids, strict=True)
+        if site.prepare(spec).account == account
+    ]
+    submissions = list(dict.fromkeys(cluster.submitted_in[job_id] for job_id in covers))
+    # Kept under its first job's id, which the queue lists while it is held (an array's own
+    # id is not a row of squeue --array); released by its submissions' ids, arrays whole.
+    WaitingJobs(site.name).add(
+        covers[0],
+        account=account,
+        user=user or submitting_user(site),
+        worst_case=(decision.cost.core_hours, decision.cost.gpu_hours),
+        reason="; ".join(decision.refusals),
+        release=submissions,
+        covers=[*submissions, *covers],
+    )
+    return SubmittedMany(job_ids, decisions, held=True, warnings=said)
 
 
 def submitting_user(site: SiteConfig) -> str:

@@ -144,6 +144,12 @@ def parse_qstat_queue(stdout: str, *, json: bool, account: str | None) -> list[Q
     from hpcbridge.backends.pbs import parse
 
     listed = parse.parse_qstat_json(stdout) if json else parse.parse_qstat_text(stdout)
+    # A held array's subjobs stay Q, but none starts until the array is released: held.
+    held_arrays = {
+        job_id: parse.job_info(job_id, attributes).reason
+        for job_id, attributes in listed.items()
+        if parse.is_array_parent(attributes) and attributes.get("job_state") == "H"
+    }
     jobs = []
     for job_id, attributes in listed.items():
         letter = str(attributes.get("job_state", ""))
@@ -152,12 +158,18 @@ def parse_qstat_queue(stdout: str, *, json: bool, account: str | None) -> list[Q
             continue
         if account is not None and owner != account:
             continue
-        jobs.append(_pbs_job(job_id, letter, owner, attributes))
+        held_by = held_arrays.get(parse.split_subjob(job_id)[0]) if letter == "Q" else None
+        jobs.append(_pbs_job(job_id, letter, owner, attributes, reason=held_by))
     return jobs
 
 
 def _pbs_job(
-    job_id: str, letter: str, account: str | None, attributes: Mapping[str, Any]
+    job_id: str,
+    letter: str,
+    account: str | None,
+    attributes: Mapping[str, Any],
+    *,
+    reason: str | None = None,
 ) -> QueuedJob:
     from hpcbridge.backends.pbs import parse
 
@@ -170,7 +182,7 @@ def _pbs_job(
         account=account,
         user=str(attributes.get("Job_Owner", "")).partition("@")[0] or None,
         running=letter in _PBS_RUNNING,
-        reason=info.reason,
+        reason=reason or info.reason,
         cores=parse.as_int(attributes.get("Resource_List.ncpus")) or 0,
         gpus=parse.as_int(attributes.get("Resource_List.ngpus")) or 0,
         seconds_left=None if limit is None else max(0, limit - used),

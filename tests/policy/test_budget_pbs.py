@@ -3,6 +3,8 @@ counting queued subjobs from one qstat call; held with qsub -h and released with
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from budget_helpers import PERIOD, record_usage
 from pbs_plugin import PbsEmulator
@@ -10,7 +12,7 @@ from pbs_plugin import PbsEmulator
 from hpcbridge import Cluster, JobSpec, SiteConfig
 from hpcbridge.errors import BudgetExceeded, ConfigError
 from hpcbridge.ledger.store import Ledger
-from hpcbridge.policy.budget import submit_within_budget
+from hpcbridge.policy.budget import submit_many_within_budget, submit_within_budget
 from hpcbridge.policy.release import release_waiting
 from hpcbridge.policy.slurm_limits import sync_limits
 from hpcbridge.workflows.model import Workflow
@@ -101,3 +103,31 @@ def test_pbs_workflow_held_whole_then_released(
     assert release_waiting(cluster, ledger).released == (jobs["first"],)
     assert cluster.status([str(jobs["first"])])[str(jobs["first"])].reason != "JobHeldUser"
     cluster.cancel([job for job in jobs.values() if job])
+
+
+def test_pbs_sweep_held_whole_then_its_array_released(cluster: Cluster, ledger: Ledger) -> None:
+    ledger.set_allocation("chemistry", *PERIOD, core_hours=1)
+    rows = [_job(1, 30, env={"SEED": str(seed)}) for seed in range(4)]  # 2 core-hours
+    held = submit_many_within_budget(cluster, ledger, rows, name="sweep seeds")
+    assert held.held
+    assert held.warnings[0].endswith(
+        "sweep seeds's 4 jobs together may use 2 (raise the allocation: hpcbridge budget "
+        "allocate chemistry --core-hours N [--gpu-hours M])"
+    )
+    array = cluster.submitted_in[held.job_ids[0]]
+    assert "[]" in array  # one array, held and released whole (qrls takes no subjob)
+    assert {cluster.submitted_in[job] for job in held.job_ids} == {array}
+    assert _pbs_state(cluster, array) == "H"
+    assert release_waiting(cluster, ledger).released == ()
+    ledger.set_allocation("chemistry", *PERIOD, core_hours=10)
+    assert release_waiting(cluster, ledger).released == (array,)
+    assert _pbs_state(cluster, array) != "H"
+    cluster.cancel([array])
+
+
+def _pbs_state(cluster: Cluster, job_id: str) -> str:
+    """The array's own job_state as qstat gives it (hpcbridge reports arrays by their tasks)."""
+    answer = cluster.transport.run(["qstat", "-f", "-F", "json", job_id])
+    assert answer.ok, answer.stderr
+    state: str = json.loads(answer.stdout)["Jobs"][job_id]["job_state"]
+    return state

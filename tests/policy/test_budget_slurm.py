@@ -199,3 +199,57 @@ def test_sync_writes_grptresmins_and_slurm_keeps_jobs_pending(
     ]
     text = runner.invoke(main, ["budget", "show", *common]).output
     assert f"job {job_id}: pending in Slurm: the account's core-hour budget" in text
+
+
+def test_a_sweep_must_fit_whole_refused_or_held_and_released_together(
+    account: str, ledger: Ledger, ledger_url: str, tmp_path: Path
+) -> None:
+    ledger.set_allocation(account, *PERIOD, core_hours=1)
+    job = _write_job(tmp_path, account, 1, 30)  # each row half a core-hour
+    rows = tmp_path / "rows.csv"
+    rows.write_text("SEED\n1\n2\n3\n4\n")
+    runner = CliRunner()
+    refusing = site_with_budgets("test-slurm", tmp_path, {"accounts": {account: {}}})
+    common = ["--ledger", ledger_url, "--json"]
+    refused = runner.invoke(
+        main, ["submit", str(job), "--sweep", str(rows), "--site", str(refusing), *common]
+    )
+    assert refused.exit_code == 4, refused.output
+    assert "sweep rows.csv's 4 jobs together may use 2 (raise the allocation" in refused.output
+    assert _account_jobs(account) == []  # nothing of it was submitted
+
+    holding = tmp_path / "holding.yaml"
+    holding.write_text(
+        refusing.read_text().replace("budgets:\n", "budgets:\n  on_exhausted: hold\n", 1)
+    )
+    held = runner.invoke(
+        main, ["submit", str(job), "--sweep", str(rows), "--site", str(holding), *common]
+    )
+    assert held.exit_code == 0, held.output
+    answer = json.loads(held.stdout)
+    assert answer["held_for_budget"] is True
+    array = answer["job_ids"][0].partition("_")[0]
+    assert answer["job_ids"] == [f"{array}_{index}" for index in range(4)]
+    assert set(_account_jobs(account)) == {("PENDING", "JobHeldUser")}
+    site_args = ["--site", str(holding), "--ledger", ledger_url, "--json"]
+    shown = json.loads(runner.invoke(main, ["budget", "show", *site_args]).output)
+    assert shown["accounts"][0]["waiting_for_budget"] == [array]  # what release lets go
+    ledger.set_allocation(account, *PERIOD, core_hours=10)
+    done = json.loads(runner.invoke(main, ["budget", "release", *site_args]).output)
+    assert done["released"] == [array]
+    _wait_for(
+        lambda: ("PENDING", "JobHeldUser") not in set(_account_jobs(account)),
+        "every task of the sweep released",
+    )
+
+
+def _account_jobs(account: str) -> list[tuple[str, str]]:
+    import subprocess
+
+    out = subprocess.run(
+        ["squeue", "-h", "--array", f"--account={account}", "-o", "%T|%r"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    return [tuple(line.split("|", 1)) for line in out]  # type: ignore[misc]
