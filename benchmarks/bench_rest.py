@@ -32,6 +32,15 @@ def token_headers() -> dict[str, str]:
     return {"X-SLURM-USER-NAME": user, "X-SLURM-USER-TOKEN": token}
 
 
+def report(title: str, times: dict[str, list[float]], base_name: str) -> None:
+    """Each way's median, and its ratio to the raw command's."""
+    base = statistics.median(times[base_name])
+    print(title)
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"  {name:13} {median * 1e3:6.1f} ms  {median / base:5.2f}x {base_name}")
+
+
 def held_spec(name: str) -> JobSpec:
     return JobSpec.parse({"name": name, "command": "true", "hold": True, "stdout": "/dev/null"})
 
@@ -68,11 +77,7 @@ def bench_submit(cli: Cluster, rest: Cluster, http: httpx.Client, count: int) ->
     for _ in range(count):
         for name, action in actions.items():
             times[name].append(timed(action))
-    base = statistics.median(times["raw sbatch"])
-    print(f"one submit, median of {count} interleaved rounds:")
-    for name, values in times.items():
-        median = statistics.median(values)
-        print(f"  {name:12} {median * 1e3:6.1f} ms  {median / base:5.2f}x raw sbatch")
+    report(f"one submit, median of {count} interleaved rounds:", times, "raw sbatch")
     return created
 
 
@@ -101,11 +106,11 @@ def bench_status(
     for _ in range(rounds):
         for name, action in actions.items():
             times[name].append(timed(action))
-    base = statistics.median(times["raw squeue"])
-    print(f"status of {len(ids)} held jobs, median of {rounds} interleaved rounds:")
-    for name, values in times.items():
-        median = statistics.median(values)
-        print(f"  {name:13} {median * 1e3:6.1f} ms  {median / base:5.2f}x raw squeue")
+    report(
+        f"status of {len(ids)} held jobs, median of {rounds} interleaved rounds:",
+        times,
+        "raw squeue",
+    )
     in_memory = len(http.get(rest_api.JOBS).json()["jobs"])
     print(f"  (GET /jobs returns all {in_memory} jobs slurmctld holds; squeue only these)")
 

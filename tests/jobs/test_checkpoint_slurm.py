@@ -52,6 +52,16 @@ def counter_job(workdir: Path, name: str, last: int, **checkpoint: Any) -> dict[
     }
 
 
+def into_the_third_interval(workdir: Path) -> None:
+    """Until two periodic checkpoints are committed, and 4 s more: mid-interval, so some work
+    is lost when the run is cut off now, at most an interval's worth."""
+    deadline = time.monotonic() + 120
+    while len([e for e in read_events(workdir / "ck") if e.kind == "commit"]) < 2:
+        assert time.monotonic() < deadline, "no periodic checkpoints"
+        time.sleep(0.5)
+    time.sleep(4)
+
+
 def history(workdir: Path, job_id: str) -> list[AttemptSummary]:
     """sacct --duplicates of the job, joined with the wrapper's log."""
     return attempt_history(workdir / "ck", completed_runs(job_id))
@@ -107,11 +117,7 @@ def test_a_job_on_a_failed_node_resumes_from_its_last_checkpoint(
     spec["resources"] = {"walltime": "10"}
     job_id = slurm_cluster.submit(spec)
     try:
-        deadline = time.monotonic() + 120
-        while len([e for e in read_events(workdir / "ck") if e.kind == "commit"]) < 2:
-            assert time.monotonic() < deadline, "no periodic checkpoints"
-            time.sleep(0.5)
-        time.sleep(4)  # mid-interval: some work is lost, at most an interval's worth
+        into_the_third_interval(workdir)
         failed_at = datetime.now(UTC)
         set_node("down", reason="hpcbridge-ckpt-test")
         deadline = time.monotonic() + 60
@@ -181,11 +187,7 @@ def test_a_preempted_job_resumes_from_its_checkpoint_and_a_protected_one_runs_on
     keeper = slurm_cluster.submit(protected)
     try:
         wait_running(slurm_cluster, victim, keeper)
-        deadline = time.monotonic() + 120
-        while len([e for e in read_events(workdir / "ck") if e.kind == "commit"]) < 2:
-            assert time.monotonic() < deadline, "no periodic checkpoints"
-            time.sleep(0.5)
-        time.sleep(4)  # mid-interval: some work is lost, at most an interval's worth
+        into_the_third_interval(workdir)
         preempted_at = datetime.now(UTC)
         # 8 CPUs: only preempting the scavenger job frees them (the protected one holds 4).
         urgent = slurm_cluster.submit(
