@@ -43,6 +43,7 @@ from pathlib import Path
 from statistics import median
 
 import numpy as np
+from forecast_eval import DEFAULTS  # the three development traces
 from sklearn.ensemble import HistGradientBoostingRegressor
 
 from hpcbridge.forecast.runtime import (
@@ -54,15 +55,6 @@ from hpcbridge.forecast.runtime import (
 from hpcbridge.jobs.state import JobState
 from hpcbridge.ledger.sources.swf import SwfTrace
 
-DEVELOPMENT_TRACES = Path(__file__).parents[1] / ".." / "shared" / "traces"
-DEFAULTS = [
-    DEVELOPMENT_TRACES / name
-    for name in (
-        "SDSC-DS-2004-2.1-cln.swf.gz",
-        "Sandia-Ross-2001-1.1-cln.swf.gz",
-        "KTH-SP2-1996-2.1-cln.swf.gz",
-    )
-]
 MIN_ROWS = 1000
 """Finished runs needed before the first fit; until then the rule predicts."""
 TRAIN_ROWS = 10_000
