@@ -320,6 +320,7 @@ class Cluster:
             self.attempts.setdefault(job_id, [job_id])
         due: dict[str, tuple[float, JobSpec]] = {}  # job waited on -> (when, next spec)
         over: dict[str, JobInfo] = {}
+        exit_awaited: dict[str, float] = {}
         interval = poll_interval
         while True:
             now = time.monotonic()
@@ -329,8 +330,10 @@ class Cluster:
                     del due[job_id]
             watched = {self.attempts[j][-1]: j for j in wanted if j not in over and j not in due}
             infos = self.status(list(watched)) if watched else {}
+            settling = False  # ended, its exit code not yet in accounting: poll again soon
             for run, info in infos.items():
-                if not info.state.is_terminal:
+                if not _settled(info, exit_awaited, time.monotonic()):
+                    settling = settling or info.state.is_terminal
                     continue
                 job_id = watched[run]
                 submitted = self._specs.get(run)
@@ -347,7 +350,7 @@ class Cluster:
             if deadline is not None and time.monotonic() >= deadline:
                 unfinished = ", ".join(j for j in wanted if j not in over)
                 raise WaitTimeout(f"jobs {unfinished} still running after {timeout:g} s")
-            interval = min(interval * 1.5, _MAX_POLL_S)
+            interval = poll_interval if settling else min(interval * 1.5, _MAX_POLL_S)
             wake = [when for when, _ in due.values()]
             sleep_for = min([interval, *(when - time.monotonic() for when in wake)])
             if deadline is not None:
