@@ -28,6 +28,14 @@ def sleeps(seconds: float) -> float:
     return seconds
 
 
+def returns_when(gate: str, value: float) -> float:
+    """Runs until the file ``gate`` exists: a job that ends when the test says, not on a timer
+    that a loaded machine could outrun."""
+    while not Path(gate).exists():
+        time.sleep(0.05)
+    return value
+
+
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
     with Cluster.local(state_dir=tmp_path / "state") as local:
@@ -45,7 +53,7 @@ def pollers() -> int:
 
 
 def test_one_thread_and_one_status_call_per_poll_for_every_pending_future(
-    cluster: Cluster, executor: ClusterExecutor, monkeypatch: pytest.MonkeyPatch
+    cluster: Cluster, executor: ClusterExecutor, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     asked: list[set[str]] = []
     status: Callable[[Sequence[str]], dict[str, JobInfo]] = cluster.backend.status
@@ -55,14 +63,21 @@ def test_one_thread_and_one_status_call_per_poll_for_every_pending_future(
         return status(job_ids)
 
     monkeypatch.setattr(cluster.backend, "status", recorded)
+    gate = tmp_path / "gate"
     before = pollers()
-    futures = [executor.submit(sleeps, 1.5 + index / 10) for index in range(6)]
+    futures = [executor.submit(returns_when, str(gate), index / 10) for index in range(6)]
     assert pollers() - before == 1
-    assert [future.result(timeout=TIMEOUT_S) for future in futures] == [
-        1.5 + index / 10 for index in range(6)
-    ]
-    # Once all were submitted, each poll asked about every unsettled one in its one call.
+    # Nothing ends before the gate opens: a poll asks about all six pending ones in one call.
+    deadline = time.monotonic() + TIMEOUT_S
+    while not any(len(ids) == 6 for ids in list(asked)):
+        assert time.monotonic() < deadline, f"no poll asked about all six: {asked}"
+        time.sleep(0.1)
     everything = next(index for index, ids in enumerate(asked) if len(ids) == 6)
+    gate.touch()
+    assert [future.result(timeout=TIMEOUT_S) for future in futures] == [
+        index / 10 for index in range(6)
+    ]
+    # From then on each poll asked about every unsettled one in its one call.
     polls = asked[everything:]
     assert all(later <= earlier for earlier, later in itertools.pairwise(polls))
     # A call that returned leaves no folder (the scheduler's own .out files stay).
