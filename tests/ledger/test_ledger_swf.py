@@ -78,7 +78,8 @@ EXPECTED = [
         max_rss_mb=64.0,  # 2048 KB per processor x 32 allocated
         cpu_time_s=969.56 * 32,  # the average per processor x processors
     ),
-    # Cancelled before it ran: no start or end (a start alone would read as still running).
+    # Cancelled before it ran, for how long unknown: no start or end (a start alone would
+    # read as still running).
     AttemptRecord(
         job_id="22",
         attempt=1,
@@ -134,6 +135,15 @@ def test_fields_map_to_attempts_in_plain_and_gzip_files(tmp_path: Path, name: st
     assert trace.bad_lines == []
     assert trace.records_read == 4
     assert trace.cluster_name == ("gzipped-but-named" if name.startswith("gzipped") else "trace")
+
+
+def test_a_job_cancelled_in_the_queue_leaves_it_when_its_wait_ends(tmp_path: Path) -> None:
+    """As sacct records a job cancelled while pending: a run of no length at the moment it
+    left the queue, so the queue at any moment can be read from the ledger."""
+    line = "   25  500  120  -1  16  -1  -1  16 3600  -1  5 11  1 -1  3  2 -1 -1\n"
+    (record,), _ = read(write(tmp_path / "t.swf", HEADER + line))
+    assert (record.state, record.submit) == (JobState.CANCELLED, at(500))
+    assert (record.start, record.end, record.elapsed_s) == (at(620), at(620), 0)
 
 
 def test_malformed_lines_are_skipped_and_named(tmp_path: Path) -> None:

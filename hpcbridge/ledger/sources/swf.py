@@ -20,8 +20,12 @@ How the fields become an :class:`AttemptRecord` (numbers are SWF field numbers):
 - 11 status -> ``state`` through _STATES (an undefined code: UNKNOWN, with a warning);
   12 user -> ``u<id>``; 13 group -> account ``g<id>`` (SWF groups stand for the projects
   charged); 15 queue -> ``partition``, by the name from a ``; Queue: N name`` header.
-- A run time of -1 leaves start and end unknown: SWF marks jobs cancelled before they ran
-  that way, and a start without an end would read as a job still running.
+- A run time of -1 marks a job cancelled before it ran. Its wait time, where known, is how
+  long it queued until then, so it becomes a run of no length at that moment (start = end =
+  submit + wait, ``elapsed_s`` 0), as ``sacct`` records a job cancelled while pending: the
+  queue at any moment can then be read from the ledger (forecasts use it). With the wait
+  unknown too, start and end stay unknown (a start without an end would read as a job
+  still running).
 - A wait time of -1 with a known run time and processor count (HPC2N job 149728) is a job
   that ran, at an unknown moment: it is charged all the same, placed at its submit time
   (start = submit, end = submit + run time), with :data:`AT_SUBMIT` as its ``reason`` and
@@ -238,9 +242,9 @@ class SwfTrace:
         reason = None
         if submit >= 0:
             submit_at = epoch + round(submit)
-            if wait >= 0 and run >= 0:
+            if wait >= 0:
                 start_at = submit_at + round(wait)
-                end_at = start_at + round(run)
+                end_at = start_at + round(max(run, 0))
             elif run >= 0 and procs >= 0:
                 start_at, end_at, reason = submit_at, submit_at + round(run), AT_SUBMIT
         queue = int(values[14])
@@ -254,7 +258,7 @@ class SwfTrace:
             submit=_moment(submit_at),
             start=_moment(start_at),
             end=_moment(end_at),
-            elapsed_s=round(run) if run >= 0 else None,
+            elapsed_s=round(run) if run >= 0 else 0 if start_at is not None else None,
             reason=reason,
             alloc_cpus=int(procs) if procs >= 0 else None,
             req_walltime_s=round(req_time) if req_time >= 0 else None,
