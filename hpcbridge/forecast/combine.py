@@ -23,12 +23,10 @@ replayed median APE, or to the one that won most earlier origins (on short trace
 replay's early winners are noise, and the switching cost more than it saved at the account
 level); weights inversely proportional to the replayed errors (mixing the mean of the last
 three into a group's forecast turns an idle group's exact nothing into an infinite error);
-the queue at the origin (running jobs' expected remainder and queued jobs' requests, each
-times the group's used share of what it requested) as a floor under the forecast: it moved
-the median APE by under half a point either way (SDSC accounts 69.5% to 69.2%, Sandia
-34.5% to 34.8%, KTH unchanged), and that while counting a queued job only if it started
-after the origin, which a trace knows only afterwards (SWF does not say when a job
-cancelled in the queue left it).
+the queue at the origin (:mod:`hpcbridge.forecast.backlog`) as a floor under the forecast:
+it moves the median APE by under half a point either way (SDSC accounts 69.5% to 69.2%,
+Sandia 34.5% to 34.8%, KTH unchanged), a month-start queue being a few percent of a month.
+The harness goes on scoring it.
 
 **Interval** (split-conformal on the ratio scale): the ratios actual / forecast of the
 forecast used, from the same replay, give the multipliers of the point (the 10% quantile,

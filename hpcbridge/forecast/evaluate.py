@@ -36,6 +36,7 @@ from pathlib import Path
 
 from hpcbridge.errors import ForecastError
 from hpcbridge.forecast.arrays import Bools, Floats, Ints, np
+from hpcbridge.forecast.backlog import backlog
 from hpcbridge.forecast.combine import BASELINES, combined
 from hpcbridge.forecast.model import SCORED_MEAN, forecast
 from hpcbridge.forecast.monthly import add_months, first_full_month, job_series, month_start
@@ -165,7 +166,8 @@ def evaluate(
         ("machine", np.zeros(len(jobs.cpus), dtype=np.int64), ("",)),
     ):
         # Jobs of no known account (user) belong to no group, as in the ledger's series.
-        counted = ran & np.array([name is not None for name in names], dtype=bool)[group]
+        known = np.array([name is not None for name in names], dtype=bool)[group]
+        counted = ran & known
         series_at = functools.partial(
             job_series,
             jobs.start[counted],
@@ -175,8 +177,18 @@ def evaluate(
             groups=len(names),
             bounds=bounds,
         )
+        queue_at = functools.partial(
+            backlog,
+            submit=jobs.submit[known],
+            start=jobs.start[known],
+            end=jobs.end[known],
+            cpus=jobs.cpus[known],
+            request=jobs.request[known],
+            group=group[known],
+            groups=len(names),
+        )
         pooled, per_group, chosen = _score_usage(
-            level, names, series_at, bounds, warmup=warmup, horizons=horizons
+            level, names, series_at, queue_at, bounds, warmup=warmup, horizons=horizons
         )
         result.usage += pooled
         result.groups += per_group
@@ -204,13 +216,18 @@ def _score_usage(
     level: str,
     names: tuple[str | None, ...],
     series_at: Callable[..., Floats],
+    queue_at: Callable[..., Floats],
     bounds: Floats,
     *,
     warmup: int,
     horizons: tuple[int, ...],
 ) -> tuple[list[Score], list[Score], dict[str, dict[str, int]]]:
     """Scores pooled over the level's groups, each group's own (model and last month, one
-    month ahead), and at how many origins the model used each method."""
+    month ahead), and at how many origins the model used each method.
+
+    One month ahead the model is also scored with the queue at the origin as a floor under
+    it (:mod:`hpcbridge.forecast.backlog`): the month cannot use less than what is already
+    queued and running, times the share of their requests the group's jobs use."""
     months = len(bounds) - 1
     actual_all = series_at(origin=float(bounds[-1]))
     collected: dict[tuple[str, int], list[Floats]] = {}
@@ -232,6 +249,10 @@ def _score_usage(
                 ("model", model.point, model.low, model.high),
                 ("smoothed level", level_model.point, level_model.low, level_model.high),
             ] + [(name, method(seen), None, None) for name, method in BASELINES.items()]
+            if horizon == 1:
+                month_s = float(bounds[origin + 1] - bounds[origin])
+                queue = queue_at(origin=float(bounds[origin]), month_s=month_s)
+                rows.append((QUEUE_FLOOR, np.maximum(model.point, queue), None, None))
             for name, point, low, high in rows:
                 columns = [np.flatnonzero(scored).astype(float), point[scored], actual]
                 if low is not None and high is not None:
@@ -250,6 +271,7 @@ def _score_usage(
 
 
 _PER_GROUP = ("model", "last month")
+QUEUE_FLOOR = "model, queue floor"
 
 
 def _scored_rows(
