@@ -413,9 +413,7 @@ class Cluster:
 
     def close(self) -> None:
         """Release the transport's (and a REST driver's) connections."""
-        close_backend = getattr(self.backend, "close", None)
-        if close_backend is not None:
-            close_backend()
+        self.backend.close()
         self.transport.close()
 
     def __enter__(self) -> Cluster:

@@ -62,6 +62,10 @@ class Backend(Protocol):
         """Reach the scheduler and say what answered: the site check uses this."""
         ...
 
+    def close(self) -> None:
+        """Release what the backend holds itself (the transport is the Cluster's to close)."""
+        ...
+
 
 # When array tasks end differently, the array as a whole reports the most telling ending.
 _SEVERITY = [

@@ -183,6 +183,9 @@ class LocalBackend:
         """Where the records are and how many jobs they hold."""
         return f"local backend: state in {self.store.root}, {len(self.store.job_numbers())} jobs"
 
+    def close(self) -> None:
+        """Nothing to release: its state is files, each closed when its command ends."""
+
     # -- helpers -------------------------------------------------------------------------------
 
     def _checked_dependencies(self, spec: JobSpec) -> list[list[str]]:

@@ -202,6 +202,9 @@ class PbsBackend:
         lines = self.commands.run(cli.qstat_server()).stdout.strip().splitlines()
         return lines[-1] if lines else "pbs_server answered"
 
+    def close(self) -> None:
+        """Nothing to release: every command goes through the Cluster's transport."""
+
     def _parse(self, stdout: str) -> dict[str, dict[str, Any]]:
         if self.json_output:
             return parse.parse_qstat_json(stdout)

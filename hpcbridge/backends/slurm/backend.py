@@ -164,6 +164,9 @@ class SlurmBackend:
         """What ``scontrol ping`` says about the controller."""
         return self.commands.run(cli.scontrol_ping()).stdout.strip()
 
+    def close(self) -> None:
+        """Nothing to release: every command goes through the Cluster's transport."""
+
     def _find_submitted(self, name: str, token: str) -> str | None:
         result = self.commands.run(cli.squeue_by_name(name), missing_ok=True)
         comments = parse.parse_comments(result.stdout) if result.ok else {}
