@@ -88,7 +88,7 @@ def deadlines_check(file: str, *, site: str, ledger_url: str | None, as_json: bo
     from hpcbridge.workflows.segments import workflow_from_file
 
     with Ledger.open(ledger_url) as ledger, Cluster.from_site(site) as cluster:
-        if _is_workflow(file):
+        if is_workflow_file(file):
             feasibility = workflow_feasibility(
                 cluster, ledger, workflow_from_file(file, cluster.site)
             )
@@ -100,7 +100,8 @@ def deadlines_check(file: str, *, site: str, ledger_url: str | None, as_json: bo
     _print_feasibility(feasibility, as_json=as_json)
 
 
-def _is_workflow(file: str) -> bool:
+def is_workflow_file(file: str) -> bool:
+    """Whether FILE holds a workflow (a list of stages) rather than one job."""
     import yaml
 
     from hpcbridge.errors import SpecError

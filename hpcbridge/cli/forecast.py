@@ -28,7 +28,10 @@ from hpcbridge.cli.options import (
 )
 
 if TYPE_CHECKING:
+    from hpcbridge.forecast.campaign import CampaignForecast, PlannedJob
     from hpcbridge.forecast.evaluate import Evaluation
+    from hpcbridge.site import SiteConfig
+    from hpcbridge.workflows.model import Workflow
 
 _AS_OF = click.option(
     "--as-of",
@@ -227,6 +230,125 @@ def _print_evaluation(result: Evaluation) -> None:
         verdict = "met" if target.met else "NOT met"
         click.echo(f"  {target.name}: {target.goal}, measured {target.measured} ({verdict})")
     click.echo("")
+
+
+@forecast.command("workflow")
+@click.argument("workflow_file", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--sweep",
+    "sweep_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="With a job file: one job per row of this CSV or YAML file, as submit --sweep.",
+)
+@click.option("--user", help="Whose jobs these will be.  [default: the current user]")
+@_AS_OF
+@SITE_OPTION
+@LEDGER_OPTION
+@JSON_OPTION
+@reports_errors
+def forecast_workflow(
+    *,
+    workflow_file: str,
+    sweep_file: str | None,
+    user: str | None,
+    as_of: datetime | None,
+    site: str,
+    ledger_url: str | None,
+    as_json: bool,
+) -> None:
+    """Core- and GPU-hours a planned workflow or job (an array, a --sweep) will use, with 80%
+    intervals, per stage and in total: for grant requests and capacity planning.
+
+    Run times are the run-time predictor's (as for advise), intervals from its own errors
+    replayed over the ledger's past runs. Walltimes are those the jobs would get on --site.
+    Nothing is submitted.
+    """
+    import getpass
+
+    from hpcbridge.forecast.campaign import forecast_campaign
+    from hpcbridge.ledger.store import Ledger
+    from hpcbridge.site import SiteConfig
+
+    who = user or os.environ.get("USER") or getpass.getuser()
+    plan = _plan(workflow_file, sweep_file, SiteConfig.load(site), who)
+    with Ledger.open(ledger_url, upgrade=False) as opened:
+        result = forecast_campaign(opened, plan, as_of=as_of)
+    if as_json:
+        echo_json(_plain(asdict(result)))
+    else:
+        _print_campaign(result)
+
+
+def _plan(file: str, sweep_file: str | None, config: SiteConfig, user: str) -> list[PlannedJob]:
+    """The planned jobs of a workflow file (its stages; a segment chain's or a preview's
+    too) or a job file (its array's tasks times the sweep's rows), prepared for the site."""
+    from hpcbridge.cli.deadlines import is_workflow_file
+    from hpcbridge.errors import SpecError
+    from hpcbridge.forecast.campaign import PlannedJob
+    from hpcbridge.jobs.spec import JobSpec
+    from hpcbridge.jobs.sweep_file import load_sweep
+    from hpcbridge.policy.hardware import place
+    from hpcbridge.workflows.segments import needs_segments, workflow_from_file
+
+    rows = 1
+    workflow: Workflow | None = None
+    if is_workflow_file(file):
+        if sweep_file:
+            raise SpecError(f"--sweep: {file} is a workflow; a sweep takes one job file")
+        workflow = workflow_from_file(file, config)
+    else:
+        spec = JobSpec.from_yaml(file)
+        rows = len(load_sweep(sweep_file)) if sweep_file else 1
+        if needs_segments(spec) or spec.preview:
+            workflow = workflow_from_file(file, config)
+    stages = (
+        [(stage.name, workflow.job_name(stage.name), stage) for stage in workflow.stages]
+        if workflow is not None
+        else [(spec.name, spec.name, place(config, spec))]
+    )
+    plan = []
+    for label, job_name, stage in stages:
+        resources = config.prepare(stage).resources
+        # Counted as the budget counts a job's worst case (hpcbridge.policy.budget): GPUs
+        # per node on Slurm, in all on PBS.
+        gpus = resources.gpus * (resources.nodes if config.scheduler == "slurm" else 1)
+        plan.append(
+            PlannedJob(
+                label=label,
+                user=user,
+                name=job_name,
+                request_s=resources.walltime,
+                cpus=resources.ntasks * resources.cpus_per_task,
+                gpus=gpus,
+                count=(len(stage.array_indices()) or 1) * rows,
+            )
+        )
+    return plan
+
+
+def _print_campaign(result: CampaignForecast) -> None:
+    from hpcbridge.jobs.units import format_duration
+
+    click.echo(
+        f"{'stage':20} {'jobs':>6} {'cores':>5} {'GPUs':>4} {'run time':>9} "
+        f"{'core-hours':>10} {'80% interval':>21} {'GPU-hours':>9} {'80% interval':>19}  basis"
+    )
+    for stage in result.stages:
+        click.echo(
+            f"{stage.label:20} {stage.count:>6} {stage.cpus:>5} {stage.gpus:>4} "
+            f"{format_duration(stage.predicted_s):>9} {_hours_and_interval(stage)}  "
+            f"{stage.basis}; {stage.errors}"
+        )
+    click.echo(f"{'total':20} {'':>6} {'':>5} {'':>4} {'':>9} {_hours_and_interval(result)}")
+    click.echo(f"from {result.replayed} past runs replayed, as of {result.as_of:%Y-%m-%d %H:%M}")
+    if result.note:
+        click.echo(f"note: {result.note}")
+
+
+def _hours_and_interval(row: Any) -> str:
+    core = f"{row.core_low:,.1f} - {row.core_high:,.1f}"
+    gpu = f"{row.gpu_low:,.1f} - {row.gpu_high:,.1f}"
+    return f"{row.core_hours:>10,.1f} {core:>21} {row.gpu_hours:>9,.1f} {gpu:>19}"
 
 
 @click.command("advise")

@@ -63,6 +63,7 @@ EXPECTED = {
     ("forecast", "usage"): LEDGER_ONLY,
     ("forecast", "budget"): LEDGER_ONLY,
     ("forecast", "evaluate"): NEITHER,  # a trace file only
+    ("forecast", "workflow"): CLUSTER_AND_LEDGER,  # the site's walltimes, the ledger's history
     ("advise",): CLUSTER_AND_LEDGER,  # the site's default walltime, the ledger's history
     ("priority", "levels"): CLUSTER,
     ("priority", "set"): CLUSTER_AND_LEDGER,  # jobs, or a workflow's record
