@@ -3,7 +3,8 @@
     python benchmarks/forecast_campaign.py [TRACE ...] [--json]
 
 For every whole month after the harness's warm-up, the jobs submitted that month that ran
-and asked for a walltime are the plan, as ``hpcbridge forecast workflow`` would get it: one
+(for more than 0 s: a job cancelled in the queue is a run of no length) and asked for a
+walltime are the plan, as ``hpcbridge forecast workflow`` would get it: one
 stage per user, request and processor count, ``count`` jobs each (SWF has no job names).
 It is forecast from the runs that ended before the month began (the replay of
 hpcbridge.forecast.campaign, fed in submit order), and compared with the core-hours those
@@ -52,9 +53,10 @@ def score_trace(jobs: TraceJobs) -> dict[str, Any]:
         while position < len(order) and jobs.submit[order[position]] < end:
             index = order[position]
             request, cpus = jobs.request[index], jobs.cpus[index]
-            if not np.isnan(request) and cpus > 0:
+            ran_for = jobs.end[index] - jobs.start[index]
+            if not np.isnan(request) and cpus > 0 and ran_for > 0:
                 key = (jobs.users[jobs.user[index]], int(request), int(cpus))
-                groups[key].append(float(jobs.end[index] - jobs.start[index]))
+                groups[key].append(float(ran_for))
             position += 1
         plan = [
             PlannedJob(f"{user}/{request}/{cpus}", user, None, request, cpus, count=len(runs))

@@ -11,14 +11,15 @@ a stage of ``count`` jobs (an array's tasks, a sweep's rows) counts it ``count``
 order: each is predicted at its submission from the runs that had ended by then, exactly as
 a plan is predicted now, and once it has ended its ratio actual / predicted is kept. Every
 run that started counts, failed ones too (a campaign pays for its failures; only finished
-runs teach the predictor, as they do for advice). A planned job's interval resamples the
-ratios of the most specific pool holding at least MIN_RATIOS of them: this job's own
-(same user, name and request), the user's at the same basis of prediction, everyone's at that
-basis. So a job predicted from its own repeated runs gets that job's spread, a new job the
-spread of guesses made the same way (never that of another basis: a user's share of the
-request errs far more widely than a repeated job's median). It is honest because nothing is
-fitted: the errors are those the same predictor made on runs it had not yet seen, and only
-runs that ended by ``as_of`` are replayed.
+runs teach the predictor, as they do for advice), but not one of no length: a job cancelled
+in the queue is recorded so, and a plan's jobs are meant to run. A planned job's interval
+resamples the ratios of the most specific pool holding at least MIN_RATIOS of them: this
+job's own (same user, name and request), the user's at the same basis of prediction,
+everyone's at that basis. So a job predicted from its own repeated runs gets that job's
+spread, a new job the spread of guesses made the same way (never that of another basis: a
+user's share of the request errs far more widely than a repeated job's median). It is
+honest because nothing is fitted: the errors are those the same predictor made on runs it
+had not yet seen, and only runs that ended by ``as_of`` are replayed.
 
 **A sum of many jobs.** DRAWS simulated campaigns. In each, every stage takes *one* ratio
 for all its jobs (an array's tasks are one program on like inputs: when one runs longer than
@@ -30,9 +31,9 @@ walltime (the scheduler ends it there). The interval is the 10% and 90% quantile
 simulated totals; the point is their mean, the expected total (the ratios are skewed: the
 sum of the predictor's medians alone falls short of what a campaign uses). On the three
 development traces, with each month's submitted jobs as a campaign planned at its start
-(``benchmarks/forecast_campaign.py``), independent stages covered the total in 43-67% of
-months, one draw for the whole campaign in all of them with an interval two to three times
-the point; one per user covers 67-76%. A stage with fewer than MIN_RATIOS errors anywhere (a
+(``benchmarks/forecast_campaign.py``), independent stages covered the total in 43-59% of
+months, one draw for the whole campaign in all of them with an interval 1.4 to 2.4 times the
+point; one per user covers 67-76%. A stage with fewer than MIN_RATIOS errors anywhere (a
 ledger that knows too little) is not simulated: its interval is nothing to its whole
 request, added as such to the total's bounds, and ``note`` says so.
 
@@ -164,7 +165,7 @@ class ReplayedHistory:
             job = run.job
             if run.learnt:
                 self.predictor.add(job)
-            if prediction is not None:
+            if prediction is not None and job.runtime_s > 0:
                 self.replayed += 1
                 ratio = job.runtime_s / prediction.seconds
                 for key in _pools(job.user, job.name, job.request_s, prediction.basis):
