@@ -47,7 +47,8 @@ if TYPE_CHECKING:
     )
     from hpcbridge.forecast.advice import advise_walltime
     from hpcbridge.forecast.usage import budget_burndown, forecast_usage
-    from hpcbridge.jobs.spec import CheckpointSpec, Dependency, JobSpec, Resources, SignalSpec
+    from hpcbridge.jobs.sections import CheckpointSpec, Dependency, Resources, SignalSpec
+    from hpcbridge.jobs.spec import JobSpec
     from hpcbridge.jobs.state import JobInfo, JobState
     from hpcbridge.ledger.store import Ledger
     from hpcbridge.reports.grant import grant_report
@@ -98,13 +99,8 @@ _HOMES = {
     "hpcbridge.forecast.usage": ["budget_burndown", "forecast_usage"],
     "hpcbridge.reports.grant": ["grant_report"],
     "hpcbridge.ledger.store": ["Ledger"],
-    "hpcbridge.jobs.spec": [
-        "CheckpointSpec",
-        "Dependency",
-        "JobSpec",
-        "Resources",
-        "SignalSpec",
-    ],
+    "hpcbridge.jobs.spec": ["JobSpec"],
+    "hpcbridge.jobs.sections": ["CheckpointSpec", "Dependency", "Resources", "SignalSpec"],
     "hpcbridge.jobs.state": ["JobInfo"],
     "hpcbridge.jobs.lifecycle": ["JobState"],
     "hpcbridge.workflows.segments": ["submit_segments"],

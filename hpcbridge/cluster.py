@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     from hpcbridge.executor.allocation import AllocationExecutor
     from hpcbridge.executor.pool import ClusterExecutor
     from hpcbridge.jobs import sweep
-    from hpcbridge.jobs.spec import Dependency, JobSpec
+    from hpcbridge.jobs.sections import Dependency
+    from hpcbridge.jobs.spec import JobSpec
     from hpcbridge.jobs.state import JobInfo
     from hpcbridge.site import SiteConfig
     from hpcbridge.transports.base import Transport

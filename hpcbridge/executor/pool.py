@@ -32,7 +32,8 @@ from hpcbridge.errors import JobNotFound, SpecError
 from hpcbridge.executor import checkpointing, payload
 from hpcbridge.executor.poller import Poller, Task
 from hpcbridge.files import write_atomically
-from hpcbridge.jobs.spec import CheckpointSpec, JobSpec
+from hpcbridge.jobs.sections import CheckpointSpec
+from hpcbridge.jobs.spec import JobSpec
 from hpcbridge.jobs.state import JobInfo
 
 WORKER_MODULE = "hpcbridge.executor.run_task"

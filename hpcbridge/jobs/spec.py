@@ -1,347 +1,46 @@
-"""What to run, shared by every scheduler: JobSpec and its parts (what became of it: jobs.state).
+"""What to run, shared by every scheduler: JobSpec (what became of it: jobs.state).
 
-Values that end up on a scheduler directive line (``#SBATCH --partition=...``) must be single
-tokens: schedulers parse those lines with their own, quote-unaware rules, so a space or a quote
-there would silently change the job. They are refused here, at the edge, with the field named,
-rather than quoted later. Free text (environment values) is quoted by the renderer instead.
+Its field types are in :mod:`hpcbridge.jobs.fields`, its sections (resources, dependencies,
+signal, retry, preview, checkpoint) in :mod:`hpcbridge.jobs.sections`.
 """
 
 from __future__ import annotations
 
-import difflib
 import re
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, get_args
+from typing import Any
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    PlainSerializer,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, field_validator, model_validator
 
 from hpcbridge.errors import SpecError
-from hpcbridge.jobs.units import format_duration, parse_duration, parse_memory
+from hpcbridge.jobs.fields import (
+    ENV_NAME,
+    Constraint,
+    NodeList,
+    Runnable,
+    StrictModel,
+    Token,
+)
+from hpcbridge.jobs.sections import (
+    CheckpointSpec,
+    Dependency,
+    PreviewSpec,
+    Resources,
+    RetrySpec,
+    SignalSpec,
+)
+from hpcbridge.jobs.validation import validated
 
-# Every pattern is ASCII and used with fullmatch: "$" would also match before a final newline,
-# and \w alone admits any Unicode letter.
-_TOKEN = re.compile(r"[\w.+@=,:%/-]+", re.ASCII)
-# An environment variable name, as the shell takes it (also for a sweep file's columns).
-ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# What ends a line for bash or for Python's str.splitlines(), and NUL, which bash cannot hold.
-_LINE_BREAK = re.compile("[\x00\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 # sbatch(1), --array: "0-15", "0,6,16-32", "0-15:4", "0-15%4" (step and a concurrency limit).
 _ARRAY = re.compile(r"\d+(-\d+(:\d+)?)?(,\d+(-\d+(:\d+)?)?)*(%\d+)?", re.ASCII)
-_SIGNAL = re.compile(
-    r"(?:(?P<batch>B):)?(?:SIG)?(?P<name>[A-Z0-9]+)(?:@(?P<seconds>\d+))?", re.ASCII
-)
 
 
-def _single_token(value: str) -> str:
-    if not _TOKEN.fullmatch(value):
-        raise ValueError(
-            f"{value!r} must be one word of letters, digits and . _ + @ = , : % / - "
-            "(no spaces, quotes or shell characters)"
-        )
-    return value
-
-
-Token = Annotated[str, AfterValidator(_single_token)]
-ModelT = TypeVar("ModelT", bound=BaseModel)
-# Job references may also hold PBS's array brackets ("10[].server", "10[3].server").
-_JOB_REFERENCE = re.compile(r"[\w.+@=,:%/\[\]-]+", re.ASCII)
-
-
-def _job_reference(value: str) -> str:
-    if not _JOB_REFERENCE.fullmatch(value):
-        raise ValueError(f"{value!r} is not a job id or job name")
-    return value
-
-
-JobReference = Annotated[str, AfterValidator(_job_reference)]
-# Slurm hostlists: "node07", "gpu[01-04,09]", "a,b".
-_NODE_LIST = re.compile(r"[\w.,\[\]-]+", re.ASCII)
-
-
-def _node_list(value: str) -> str:
-    if not _NODE_LIST.fullmatch(value):
-        raise ValueError(f"{value!r} is not a node name or hostlist such as node[01-04]")
-    return value
-
-
-NodeList = Annotated[str, AfterValidator(_node_list)]
-# A hardware feature (fp64, nvlink): a word that can stand as a Slurm node feature too.
-_FEATURE = re.compile(r"[\w.-]+", re.ASCII)
-# sbatch(1), --constraint: node feature names joined by "&" (AND) or "|" (OR); the bracket,
-# count and XOR forms are left out until a job needs them.
-_CONSTRAINT = re.compile(rf"{_FEATURE.pattern}([&|]{_FEATURE.pattern})*", re.ASCII)
-
-
-def _feature(value: str) -> str:
-    if not _FEATURE.fullmatch(value):
-        raise ValueError(f"{value!r} is not a feature name (letters, digits and . _ -)")
-    return value
-
-
-Feature = Annotated[str, AfterValidator(_feature)]
-
-
-def _constraint(value: str) -> str:
-    if not _CONSTRAINT.fullmatch(value):
-        raise ValueError(f"{value!r} is not node features joined by & or |, such as fp64&nvlink")
-    return value
-
-
-Constraint = Annotated[str, AfterValidator(_constraint)]
-# Endings a job may be retried after (RetrySpec.on): JobState names.
-RetryState = Literal[
-    "NODE_FAIL", "BOOT_FAIL", "OUT_OF_MEMORY", "TIMEOUT", "FAILED", "PREEMPTED", "CANCELLED"
-]
-Walltime = Annotated[
-    int, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)
-]
-MemoryMB = Annotated[
-    int, BeforeValidator(parse_memory), PlainSerializer(lambda mb: f"{mb}M", return_type=str)
-]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class GpuRequest(_Model):
-    """GPUs asked for by what they must offer instead of by type (``resources.gpu``): a job
-    that needs 40G per GPU or fp64 should not have to know which partition has which model.
-    hpcbridge.policy.hardware picks the cheapest partition and type in the site's catalogue
-    that offers ``count`` GPUs (counted as ``gpus`` is) with at least ``min_memory`` each
-    and every one of ``features``."""
-
-    count: int = Field(1, ge=1)
-    min_memory: MemoryMB | None = None
-    features: list[Feature] = []
-
-
-class Resources(_Model):
-    """What one job asks the scheduler for. Memory is per node, as sbatch --mem means it.
-
-    GPUs are asked for either by type (``gpus``, ``gpu_type``) or by need (``gpu``), which
-    hardware matching turns into the former.
-    """
-
-    nodes: int = Field(1, ge=1)
-    ntasks: int = Field(1, ge=1)
-    cpus_per_task: int = Field(1, ge=1)
-    memory: MemoryMB | None = None
-    gpus: int = Field(0, ge=0)
-    gpu_type: Token | None = None
-    gpu: GpuRequest | None = None
-    walltime: Walltime | None = None
-
-    @field_validator("walltime")
-    @classmethod
-    def _some_time(cls, walltime: int | None) -> int | None:
-        # 0 would drop --time and the site's default alike: Slurm then grants the partition's
-        # maximum, the opposite of what was written.
-        if walltime is not None and walltime < 1:
-            raise ValueError(
-                f"{walltime} s is no time to run; give a duration, or leave walltime out for "
-                "the site's default"
-            )
-        return walltime
-
-    @model_validator(mode="after")
-    def _gpu_type_needs_gpus(self) -> Resources:
-        if self.gpu_type and not self.gpus:
-            raise ValueError(f"gpu_type {self.gpu_type!r} is set but gpus is 0")
-        if self.gpu and (self.gpus or self.gpu_type):
-            raise ValueError(
-                "give gpu (GPUs by memory and features, matched to the site's catalogue) or "
-                "gpus/gpu_type (GPUs by type), not both"
-            )
-        return self
-
-
-DependencyCondition = Literal["after", "afterok", "afterany", "afternotok", "singleton"]
-_CONDITIONS = frozenset(get_args(DependencyCondition))
-
-
-class Dependency(_Model):
-    """Start only when ``job`` reaches ``condition``; ``singleton`` needs no job."""
-
-    condition: DependencyCondition = "afterok"
-    job: JobReference | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_text(cls, value: Any) -> Any:
-        # "123" means afterok:123, as a bare id on sbatch's --dependency does not exist.
-        if isinstance(value, int):
-            return {"job": str(value)}
-        if not isinstance(value, str):
-            return value
-        if value in _CONDITIONS:
-            return {"condition": value}
-        condition, sep, job = value.partition(":")
-        return {"condition": condition, "job": job} if sep else {"job": value}
-
-    @model_validator(mode="after")
-    def _job_matches_condition(self) -> Dependency:
-        if (self.condition == "singleton") != (self.job is None):
-            raise ValueError(
-                "singleton takes no job" if self.job else f"{self.condition} needs a job id or name"
-            )
-        return self
-
-
-class SignalSpec(_Model):
-    """A signal sent ``seconds`` before the time limit, to the batch shell by default."""
-
-    name: str = "USR1"
-    seconds: int = Field(60, ge=1, le=65535)
-    batch_shell: bool = True
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_text(cls, value: Any) -> Any:
-        # The sbatch --signal spelling, "[B:]SIG[@SECONDS]".
-        if not isinstance(value, str):
-            return value
-        match = _SIGNAL.fullmatch(value.strip().upper())
-        if not match:
-            raise ValueError(f"{value!r} is not a signal; write it as [B:]USR1[@SECONDS]")
-        parsed: dict[str, Any] = {"name": match["name"], "batch_shell": bool(match["batch"])}
-        if match["seconds"]:
-            parsed["seconds"] = int(match["seconds"])
-        return parsed
-
-    @field_validator("name")
-    @classmethod
-    def _known_signal(cls, name: str) -> str:
-        import signal
-
-        bare = name.upper().removeprefix("SIG")
-        if not hasattr(signal, f"SIG{bare}"):
-            raise ValueError(f"{name!r} is not a signal name")
-        return bare
-
-
-def _runnable(value: str) -> str:
-    """Shell text bash can run as written: bash drops NUL bytes from a script, so the job
-    would run something other than what was written."""
-    if "\x00" in value:
-        raise ValueError(f"{value!r} holds a NUL byte, which bash cannot run")
-    return value
-
-
-def _not_blank(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be empty")
-    return value
-
-
-ShellText = Annotated[str, AfterValidator(_not_blank), AfterValidator(_runnable)]
-
-
-def _backoff_seconds(value: Any) -> Any:
-    """A backoff: seconds as a number, "90s", "5m", "1h", or a Slurm-style clock."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return int(value)
-    text = str(value).strip()
-    units = {"s": 1, "m": 60, "h": 3600}
-    if text[-1:] in units and text[:-1].isdigit():
-        return int(text[:-1]) * units[text[-1]]
-    return parse_duration(text)
-
-
-class RetrySpec(_Model):
-    """Submit a job again when it ends in one of the ``on`` states (by default the ones that
-    are no fault of the job: a node or its boot failing, or memory running out), up to
-    ``attempts`` more times, ``backoff`` seconds after it ended, times ``factor`` for each
-    further attempt; after OUT_OF_MEMORY its memory is raised by ``memory_factor``. Other
-    endings are not retried: a job that fails by itself would fail again."""
-
-    attempts: int = Field(3, ge=1, le=100)
-    on: list[RetryState] = ["NODE_FAIL", "BOOT_FAIL", "OUT_OF_MEMORY"]
-    backoff: Annotated[int, BeforeValidator(_backoff_seconds)] = Field(60, ge=0)
-    factor: float = Field(2.0, ge=1, le=100)
-    memory_factor: float = Field(1.5, ge=1, le=100)
-
-
-class PreviewSpec(_Model):
-    """A coarse first pass over an array (frames, a sweep): every ``every``-th index from the
-    first, or the indices ``first``, go in a preview array at ``level`` (default: the site's
-    highest) ahead of the rest, which follow ``after`` it or run ``alongside`` at the job's
-    own level. hpcbridge.workflows.preview makes the two arrays a workflow."""
-
-    every: int | None = Field(None, ge=2)
-    first: list[int] = []
-    then: Literal["after", "alongside"] = "after"
-    level: Token | None = None
-
-    @model_validator(mode="after")
-    def _one_choice(self) -> PreviewSpec:
-        if (self.every is None) == (not self.first):
-            raise ValueError("give exactly one of every and first")
-        return self
-
-
-class CheckpointSpec(_Model):
-    """Checkpoint/restart around a job, done by a bash wrapper in the script (checkpoint.sh.j2).
-
-    The wrapper, not hpcbridge, runs on the compute node, so everything here is what that
-    bash needs: ``command`` saves the running job's state into ``$HPCBRIDGE_CHECKPOINT_TMP``
-    while the job keeps running; ``restart`` (default: the job's own command) starts from
-    ``$HPCBRIDGE_CHECKPOINT``, the newest checkpoint whose manifest verifies. ``signal`` arrives
-    ``signal.seconds`` before the time limit, always at the batch shell, where the wrapper traps
-    it; it then checkpoints and either requeues the job or exits 0 (``on_limit``) so that the
-    next segment of a chain takes over. ``total_runtime`` and ``max_segments`` size such a
-    chain (hpcbridge.workflows.segments); the wrapper itself does not read them.
-    """
-
-    command: ShellText
-    restart: ShellText | None = None
-    directory: Annotated[str, AfterValidator(_not_blank)]
-    signal: SignalSpec = SignalSpec(name="USR1", seconds=120)
-    interval: Walltime | None = None
-    keep: int = Field(3, ge=1)
-    max_restarts: int = Field(10, ge=0)
-    on_limit: Literal["requeue", "exit"] = "requeue"
-    total_runtime: Walltime | None = None
-    max_segments: int = Field(100, ge=1)
-
-    @field_validator("signal")
-    @classmethod
-    def _to_batch_shell(cls, signal: SignalSpec) -> SignalSpec:
-        # Only the batch shell runs the wrapper's trap; a signal to the job's steps is lost.
-        return signal if signal.batch_shell else signal.model_copy(update={"batch_shell": True})
-
-    @field_validator("interval")
-    @classmethod
-    def _positive_interval(cls, interval: int | None) -> int | None:
-        if interval is not None and interval < 1:
-            raise ValueError("must be at least one second (write MM:SS, e.g. 0:30)")
-        return interval
-
-    @field_validator("directory")
-    @classmethod
-    def _one_line(cls, directory: str) -> str:
-        # Checkpoint names and the attempts log are read line by line, by bash and Python.
-        if _LINE_BREAK.search(directory):
-            raise ValueError(f"{directory!r} holds a line break or NUL")
-        return directory
-
-
-class JobSpec(_Model):
+class JobSpec(StrictModel):
     """One batch job, independent of the scheduler that will run it."""
 
     name: Token
-    command: Annotated[str, AfterValidator(_runnable)] | None = None
+    command: Runnable | None = None
     script: Path | None = None
     resources: Resources = Resources()
     partition: Token | None = None
@@ -363,7 +62,7 @@ class JobSpec(_Model):
     stdout: Token | None = None
     stderr: Token | None = None
     modules: list[Token] = []
-    setup: list[Annotated[str, AfterValidator(_runnable)]] = []
+    setup: list[Runnable] = []
     checkpoint: CheckpointSpec | None = None
     preview: PreviewSpec | None = None
     retry: RetrySpec | None = None
@@ -506,55 +205,3 @@ class JobSpec(_Model):
         if self.array is None or "%" not in self.array:
             return None
         return int(self.array.partition("%")[2])
-
-
-def validated(model: type[ModelT], data: Any, source: str) -> ModelT:
-    """``model`` built from plain data; pydantic's error becomes a SpecError naming each field
-    and value, as a user who wrote the YAML can act on it."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise SpecError(describe_validation_error(exc, source, model)) from exc
-
-
-def describe_validation_error(
-    exc: ValidationError, source: str, model: type[BaseModel] | None = None
-) -> str:
-    """One line per problem: ``field.path: message (got value)``; a misspelt field of
-    ``model`` (``memroy``) names the field it most likely meant (``memory``)."""
-    lines = [f"{source} is invalid:"]
-    for error in exc.errors():
-        field = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden" and model is not None:
-            known = _fields_at(model, error["loc"][:-1])
-            close = difflib.get_close_matches(str(error["loc"][-1]), known, n=1)
-            message = f"no such field{f'; did you mean {close[0]!r}?' if close else ''}"
-        shown = error.get("input")
-        got = "" if isinstance(shown, dict) or repr(shown) in message else f" (got {shown!r})"
-        lines.append(f"  {field}: {message}{got}")
-    return "\n".join(lines)
-
-
-def _fields_at(model: type[BaseModel], path: tuple[int | str, ...]) -> list[str]:
-    """The field names of the model found at ``path`` inside ``model`` (through lists,
-    dicts and optional fields), or none when the path leaves the models."""
-    current: type[BaseModel] | None = model
-    for part in path:
-        if current is None:
-            return []
-        if isinstance(part, int):
-            continue  # a list index: the same model as the list's
-        field = current.model_fields.get(part)
-        current = None if field is None else _model_in(field.annotation)
-    return [] if current is None else list(current.model_fields)
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for argument in get_args(annotation):
-        found = _model_in(argument)
-        if found is not None:
-            return found
-    return None

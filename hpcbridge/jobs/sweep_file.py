@@ -15,7 +15,8 @@ from typing import Any
 import yaml
 
 from hpcbridge.errors import SpecError
-from hpcbridge.jobs.spec import ENV_NAME, JobSpec
+from hpcbridge.jobs.fields import ENV_NAME
+from hpcbridge.jobs.spec import JobSpec
 
 
 def load_sweep(path: str | Path) -> list[dict[str, str]]:

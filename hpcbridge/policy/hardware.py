@@ -20,7 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hpcbridge.errors import SpecError
-from hpcbridge.jobs.spec import GpuRequest, JobSpec
+from hpcbridge.jobs.sections import GpuRequest
+from hpcbridge.jobs.spec import JobSpec
 from hpcbridge.jobs.units import format_memory
 from hpcbridge.site import GpuOffer, PartitionConfig, SiteConfig
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from hpcbridge.jobs.spec import Token
+from hpcbridge.jobs.fields import Token
 from hpcbridge.site.base import ConfigModel
 
 

@@ -14,7 +14,9 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from hpcbridge.errors import ConfigError, SpecError
-from hpcbridge.jobs.spec import JobSpec, Token, describe_validation_error
+from hpcbridge.jobs.fields import Token
+from hpcbridge.jobs.spec import JobSpec
+from hpcbridge.jobs.validation import describe_validation_error
 from hpcbridge.resources import data_dir
 from hpcbridge.site.base import ConfigModel
 from hpcbridge.site.budgets import BudgetOptions, ClientShare

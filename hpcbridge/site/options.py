@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from hpcbridge.jobs.spec import Token, Walltime
+from hpcbridge.jobs.fields import Token, Walltime
 from hpcbridge.site.base import ConfigModel
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from hpcbridge.errors import SpecError
-from hpcbridge.jobs.spec import Feature, JobSpec, MemoryMB, Token, Walltime
+from hpcbridge.jobs.fields import Feature, MemoryMB, Token, Walltime
+from hpcbridge.jobs.spec import JobSpec
 from hpcbridge.jobs.units import format_duration
 from hpcbridge.site.base import ConfigModel
 

@@ -8,7 +8,8 @@ from typing import Literal
 from pydantic import AwareDatetime, Field, model_validator
 
 from hpcbridge.errors import SpecError
-from hpcbridge.jobs.spec import JobSpec, Token, Walltime
+from hpcbridge.jobs.fields import Token, Walltime
+from hpcbridge.jobs.spec import JobSpec
 from hpcbridge.jobs.units import format_duration
 from hpcbridge.site.base import ConfigModel
 

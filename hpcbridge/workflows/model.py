@@ -16,7 +16,9 @@ import yaml
 from pydantic import AwareDatetime, BaseModel, ConfigDict, field_validator, model_validator
 
 from hpcbridge.errors import SpecError
-from hpcbridge.jobs.spec import JobSpec, Token, validated
+from hpcbridge.jobs.fields import Token
+from hpcbridge.jobs.spec import JobSpec
+from hpcbridge.jobs.validation import validated
 
 if TYPE_CHECKING:
     import networkx as nx

@@ -21,7 +21,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from hpcbridge.errors import HpcBridgeError, JobNotFound, SpecError, SubmitError, WorkflowError
-from hpcbridge.jobs.spec import Dependency, JobSpec
+from hpcbridge.jobs.sections import Dependency
+from hpcbridge.jobs.spec import JobSpec
 from hpcbridge.jobs.state import JobInfo, JobState
 
 if TYPE_CHECKING:

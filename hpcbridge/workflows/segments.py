@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 import yaml
 
 from hpcbridge.errors import SpecError
-from hpcbridge.jobs.spec import Dependency, JobSpec
+from hpcbridge.jobs.sections import Dependency
+from hpcbridge.jobs.spec import JobSpec
 from hpcbridge.jobs.units import format_duration
 
 # sbatch(1), --signal: "the signal may be sent up to 60 seconds earlier than specified", so on

@@ -10,7 +10,7 @@ import pytest
 
 from hpcbridge import JobInfo, JobSpec, JobState, SchedulerError, SpecError
 from hpcbridge.backends.pbs import cli, parse
-from hpcbridge.jobs.spec import Dependency
+from hpcbridge.jobs.sections import Dependency
 
 
 def infos_of(path: Path) -> dict[str, object]:

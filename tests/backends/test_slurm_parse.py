@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from hpcbridge import JobInfo, JobState, SchedulerError
 from hpcbridge.backends.base import aggregate_array
 from hpcbridge.backends.slurm import cli, parse
-from hpcbridge.jobs.spec import Dependency
+from hpcbridge.jobs.sections import Dependency
 
 DATA = Path(__file__).parents[1] / "data" / "slurm"
 

@@ -9,7 +9,8 @@ from datetime import datetime
 
 from hpcbridge.errors import SpecError
 from hpcbridge.jobs.rendering import ShellCode
-from hpcbridge.jobs.spec import Dependency, JobSpec
+from hpcbridge.jobs.sections import Dependency
+from hpcbridge.jobs.spec import JobSpec
 
 # qsub(1B) -J: "X-Y[:Z]" (one range with an optional step) and, since OpenPBS 20, "%N" for
 # the number of subjobs that may run at once (max_run_subjobs).

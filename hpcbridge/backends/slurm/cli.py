@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from hpcbridge.jobs.spec import Dependency
+from hpcbridge.jobs.sections import Dependency
 
 # A unit separator cannot appear in job names, reasons or comments typed by people, so
 # splitting on it is exact even for jobs hpcbridge did not submit.
