@@ -391,7 +391,9 @@ class Cluster:
         ``job_defaults`` are JobSpec fields for every call's job (resources, partition, ...);
         the worker runs under ``python`` (default: this interpreter's path, which the nodes
         must have too); call folders go under ``root`` (default ``./.hpcbridge-tasks``), which
-        the compute nodes must share. Needs cloudpickle: ``pip install 'hpcbridge[executor]'``.
+        the compute nodes must share; on an SSH site with ``shared_filesystem: false``, a folder
+        on the cluster (default: the site's ``remote_root``), reached over SFTP. Needs
+        cloudpickle: ``pip install 'hpcbridge[executor]'``.
         """
         from hpcbridge.executor.pool import ClusterExecutor  # cloudpickle loads only with it
 

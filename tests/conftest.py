@@ -14,6 +14,7 @@ import os
 import shutil
 import socket
 import subprocess
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,6 +147,20 @@ def ssh_settings() -> SshTransportConfig:
     transport = SiteConfig.load(SSH_SITE).transport
     assert isinstance(transport, SshTransportConfig)
     return transport
+
+
+@pytest.fixture
+def not_shared_site(ssh_settings: SshTransportConfig) -> Iterator[SiteConfig]:
+    """test-slurm-ssh for a client that does not share the cluster's filesystem: the
+    executor's folders go under a remote_root of this test's own, which this process reaches
+    only over SFTP (and, the sshd being on this machine, removes at the end)."""
+    remote_root = Path(f"/tmp/hpcbridge-sftp-{uuid.uuid4().hex[:12]}")
+    transport = {**ssh_settings.model_dump(), "shared_filesystem": False}
+    site = SiteConfig.load(SSH_SITE).model_dump()
+    yield SiteConfig.model_validate(
+        {**site, "transport": {**transport, "remote_root": str(remote_root)}}
+    )
+    shutil.rmtree(remote_root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -4,12 +4,12 @@ with its remote traceback attached, or a TaskError saying why there is no result
 from __future__ import annotations
 
 import re
-from pathlib import Path
+from pathlib import PurePath
 from typing import Any
 
 from hpcbridge.errors import JobKilled, RemoteError, RestartsExhausted, TaskError, WorkerError
 from hpcbridge.executor import checkpointing, payload
-from hpcbridge.jobs.checkpoint import Event, read_events
+from hpcbridge.executor.task_files import LOCAL, TaskFiles
 from hpcbridge.jobs.state import JobInfo, JobState
 
 # How much of the job's stderr an error carries: the end is where the cause is.
@@ -19,15 +19,18 @@ _STDERR_BYTES = 8192
 _NO_MODULE = re.compile(r"No module named '?([\w.]+)'?")
 
 
-def result_exists(folder: Path) -> bool:
+def result_exists(folder: PurePath, files: TaskFiles = LOCAL) -> bool:
     """The worker wrote its result (atomically: it is whole once it is there)."""
-    return (folder / payload.RESULT_FILE).exists()
+    return files.has_result(folder)
 
 
-def returned(job_id: str, folder: Path) -> Any:
+def returned(job_id: str, folder: PurePath, files: TaskFiles = LOCAL) -> Any:
     """The function's value; raises what it raised, or the worker's complaint."""
     try:
-        outcome = payload.load_outcome((folder / payload.RESULT_FILE).read_bytes())
+        data = files.read(folder / payload.RESULT_FILE)
+        if data is None:
+            raise FileNotFoundError(f"no {payload.RESULT_FILE}")
+        outcome = payload.load_outcome(data)
     except Exception as exc:  # a class of the remote exception not importable here, say
         raise RemoteError(
             f"job {job_id}: its result cannot be read here ({exc}); it is in {folder}",
@@ -52,13 +55,13 @@ def returned(job_id: str, folder: Path) -> Any:
     raise exception
 
 
-def no_result(job_id: str, folder: Path, info: JobInfo) -> TaskError:
+def no_result(job_id: str, folder: PurePath, info: JobInfo, files: TaskFiles = LOCAL) -> TaskError:
     """The error for a job that ended without a result: the scheduler killed it, or the
     worker never got as far as running the call (no Python there, no hpcbridge in it)."""
-    exhausted = _restarts_exhausted(job_id, folder)
+    exhausted = _restarts_exhausted(job_id, folder, files)
     if exhausted is not None:
         return exhausted
-    tail = stderr_tail(folder)
+    tail = stderr_tail(folder, files=files)
     shown = f"; the end of its stderr ({folder / payload.STDERR_FILE}):\n{tail}" if tail else ""
     if info.state not in (JobState.COMPLETED, JobState.FAILED):
         reason = f" ({info.reason})" if info.reason else ""
@@ -82,27 +85,23 @@ def no_result(job_id: str, folder: Path, info: JobInfo) -> TaskError:
     return WorkerError(f"job {job_id}: {cause}{shown}", job_id=job_id, folder=str(folder))
 
 
-def continued_in(job_id: str, folder: Path) -> str | None:
+def continued_in(job_id: str, folder: PurePath, files: TaskFiles = LOCAL) -> str | None:
     """The job a checkpointable call's run ``job_id`` handed its work to, having been refused
     a requeue (PBS qrerun takes operator rights; the wrapper then submits the job again and
     logs "continued"), or None."""
-    for event in _events(folder):
+    for event in files.events(folder):
         if event.kind == "continued" and event.job_id == job_id and event.fields:
             return event.fields[0]
     return None
 
 
-def _events(folder: Path) -> list[Event]:
-    """The checkpoint wrapper's attempts log of a checkpointable call (none for others)."""
-    checkpoints = folder / checkpointing.CHECKPOINTS
-    return read_events(checkpoints) if checkpoints.is_dir() else []
-
-
-def _restarts_exhausted(job_id: str, folder: Path) -> RestartsExhausted | None:
+def _restarts_exhausted(
+    job_id: str, folder: PurePath, files: TaskFiles
+) -> RestartsExhausted | None:
     """The error for a checkpointable call whose wrapper refused another run (its attempts
     log ends "refused"), or None."""
     checkpoints = folder / checkpointing.CHECKPOINTS
-    events = _events(folder)
+    events = files.events(folder)
     if not events or events[-1].kind != "refused":
         return None
     restarts, limit = events[-1].attempt - 1, int(events[-1].fields[0])
@@ -118,13 +117,7 @@ def _restarts_exhausted(job_id: str, folder: Path) -> RestartsExhausted | None:
     )
 
 
-def stderr_tail(folder: Path, lines: int = STDERR_LINES) -> str:
+def stderr_tail(folder: PurePath, lines: int = STDERR_LINES, files: TaskFiles = LOCAL) -> str:
     """The last ``lines`` lines the job wrote to its stderr ('' when it wrote none)."""
-    try:
-        with (folder / payload.STDERR_FILE).open("rb") as stream:
-            size = stream.seek(0, 2)
-            stream.seek(max(0, size - _STDERR_BYTES))
-            text = stream.read().decode(errors="replace")
-    except FileNotFoundError:
-        return ""
+    text = files.tail(folder / payload.STDERR_FILE, _STDERR_BYTES).decode(errors="replace")
     return "\n".join(text.rstrip("\n").splitlines()[-lines:])

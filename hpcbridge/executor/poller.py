@@ -2,27 +2,27 @@
 one scheduler status call per poll, however many futures are waiting, and settles each
 future once its result file appears or its job ends without one.
 
-The result file is looked at first (a finished function is settled without asking the
-scheduler at all); polls are quick after a change and back off while nothing happens. A
-checkpointable call whose job ended by handing its work to a job it submitted (PBS refused it
-qrerun) is not settled: the task follows the call into that job.
+The result files are looked at first, all of a poll's in one go (a finished function is
+settled without asking the scheduler at all; over SFTP that is one listing, see task_files);
+polls are quick after a change and back off while nothing happens. A checkpointable call
+whose job ended by handing its work to a job it submitted (PBS refused it qrerun) is not
+settled: the task follows the call into that job.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import PurePath
 from typing import Any, Protocol, runtime_checkable
 
 from hpcbridge.errors import HpcBridgeError, JobNotFound
 from hpcbridge.executor import outcome
+from hpcbridge.executor.task_files import LOCAL, TaskFiles
 from hpcbridge.jobs.state import JobInfo, JobState
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class Task:
     """A submitted call: its job, the folder its files are in, and the future it settles."""
 
     job_id: str
-    folder: Path
+    folder: PurePath
     future: Future[Any]
 
 
@@ -59,8 +59,9 @@ class _Labelled(Protocol):
 class Poller:
     """Settles the futures of one executor's tasks from one thread (started on first use)."""
 
-    def __init__(self, status: Status) -> None:
+    def __init__(self, status: Status, files: TaskFiles = LOCAL) -> None:
         self._status = status
+        self._files = files
         self._tasks: dict[str, Task] = {}
         self._missing: dict[str, int] = {}
         self._ended_at: dict[str, float] = {}
@@ -108,11 +109,8 @@ class Poller:
                 self._fresh = False
             try:
                 settled = self._poll(tasks)
-            except Exception as exc:  # a waiter must hear of it, not wait for ever
-                log.exception("executor poll failed")
-                for task in tasks:
-                    _fail(task, exc)
-                settled = [task.job_id for task in tasks]
+            except Exception as exc:
+                settled = _after_failed_poll(tasks, exc)
             with self._changed:
                 for job_id in settled:
                     self._tasks.pop(job_id, None)
@@ -127,13 +125,13 @@ class Poller:
     def _poll(self, tasks: list[Task]) -> list[str]:
         """One round: result files first, then one status call for the rest; returns the
         job ids settled (or cancelled by their owner) this round."""
-        settled = [task.job_id for task in tasks if task.future.cancelled()]
+        settled = [task.job_id for task in tasks if task.future.done()]  # cancelled, say
+        open_ = [task for task in tasks if not task.future.done()]
+        finished = self._files.finished([task.folder for task in open_])
         waiting = []
-        for task in tasks:
-            if task.future.cancelled():
-                continue
-            if outcome.result_exists(task.folder):
-                _settle(task, functools.partial(outcome.returned, task.job_id, task.folder))
+        for task in open_:
+            if task.folder in finished:
+                self._returned(task)
                 settled.append(task.job_id)
             else:
                 waiting.append(task)
@@ -165,38 +163,53 @@ class Poller:
         self._missing.pop(task.job_id, None)
         if not info.state.is_terminal:
             return False
-        successor = outcome.continued_in(task.job_id, task.folder)
-        if successor is not None and not outcome.result_exists(task.folder):
+        has_result = self._files.has_result(task.folder)
+        successor = (
+            None if has_result else outcome.continued_in(task.job_id, task.folder, self._files)
+        )
+        if successor is not None:
             log.info("job %s handed its call on to job %s", task.job_id, successor)
             if isinstance(task.future, _Labelled):
                 task.future.job_id = successor  # its cancel() must reach the job now running
             self._moved.append(Task(successor, task.folder, task.future))
             return True
-        if info.state in _RAN and not outcome.result_exists(task.folder):
+        if info.state in _RAN and not has_result:
             ended = self._ended_at.setdefault(task.job_id, now)
             if now - ended < RESULT_GRACE_S:
                 return False
-        if outcome.result_exists(task.folder):
-            _settle(task, functools.partial(outcome.returned, task.job_id, task.folder))
+        if has_result:
+            self._returned(task)
         else:
-            _fail(task, outcome.no_result(task.job_id, task.folder, info))
+            _fail(task, outcome.no_result(task.job_id, task.folder, info, self._files))
         return True
 
+    def _returned(self, task: Task) -> None:
+        """Settle the future from the result file: its value, or what it raised. A task that
+        returned leaves no files behind; one that did not keeps them for its owner to see."""
+        if not task.future.set_running_or_notify_cancel():
+            return
+        try:
+            value = outcome.returned(task.job_id, task.folder, self._files)
+        except BaseException as exc:
+            task.future.set_exception(exc)
+            return
+        self._files.remove(task.folder)
+        task.future.set_result(value)
 
-def _settle(task: Task, compute: Callable[[], Any]) -> None:
-    """Set the future from ``compute()``: its value, or what it raised. A task that returned
-    leaves no files behind; one that did not keeps them for its owner to look at."""
-    if not task.future.set_running_or_notify_cancel():
-        return
-    try:
-        value = compute()
-    except BaseException as exc:
-        task.future.set_exception(exc)
-        return
-    shutil.rmtree(task.folder, ignore_errors=True)
-    task.future.set_result(value)
+
+def _after_failed_poll(tasks: list[Task], error: Exception) -> list[str]:
+    """The job ids settled by a poll that broke. A transient error (the connection dropped
+    while the tasks' files were read) is tried again at the next poll; any other fails every
+    future not settled yet, as its waiter must hear of it, not wait for ever."""
+    if isinstance(error, HpcBridgeError) and error.transient:
+        log.warning("executor poll failed, trying again: %s", error)
+    else:
+        log.error("executor poll failed", exc_info=error)
+        for task in tasks:
+            _fail(task, error)
+    return [task.job_id for task in tasks if task.future.done()]
 
 
 def _fail(task: Task, error: BaseException) -> None:
-    if task.future.set_running_or_notify_cancel():
+    if not task.future.done() and task.future.set_running_or_notify_cancel():
         task.future.set_exception(error)

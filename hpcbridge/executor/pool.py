@@ -2,8 +2,10 @@
 
 Each call gets a folder under the executor's own (on a filesystem the compute nodes share):
 its pickled call goes in before submission, the worker writes the result and its stderr
-beside it. ``map`` submits all its calls in one ``Cluster.submit_many`` (one job array); the
-futures are settled by the executor's one poller thread.
+beside it. The client reaches these folders through task_files: on its own filesystem, or
+over SFTP when the site says the cluster does not share it (the paths are then the
+cluster's). ``map`` submits all its calls in one ``Cluster.submit_many`` (one job array);
+the futures are settled by the executor's one poller thread.
 
 A checkpointable call (one whose function has a ``checkpoint`` method, see
 hpcbridge.executor.checkpointing) is its own job under the checkpoint wrapper: the warning
@@ -24,17 +26,18 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Protocol
 
 from hpcbridge.backends.base import Backend
 from hpcbridge.errors import JobNotFound, SpecError
-from hpcbridge.executor import checkpointing, payload
+from hpcbridge.executor import checkpointing, payload, task_files
 from hpcbridge.executor.poller import Poller, Task
-from hpcbridge.files import write_atomically
 from hpcbridge.jobs.sections import CheckpointSpec
 from hpcbridge.jobs.spec import JobSpec
 from hpcbridge.jobs.state import JobInfo
+from hpcbridge.site import SiteConfig
+from hpcbridge.transports.base import Transport
 
 WORKER_MODULE = "hpcbridge.executor.run_task"
 # A job name taken from the function's own, when it is one the schedulers accept.
@@ -49,6 +52,8 @@ _REQUEUE_FROM_JOB = frozenset({"slurm", "pbs"})
 class Jobs(Protocol):
     """What the executor needs of a Cluster (it sits below cluster.py, which hands itself in)."""
 
+    site: SiteConfig
+    transport: Transport
     backend: Backend
 
     def submit_many(self, specs: Sequence[JobSpec]) -> list[str]: ...
@@ -98,8 +103,8 @@ class ClusterExecutor(Executor):
             )
         self.cluster = cluster
         self.python = python or sys.executable
-        base = Path(root) if root is not None else Path.cwd() / ".hpcbridge-tasks"
-        self.folder = base.resolve() / uuid.uuid4().hex[:12]
+        self._files, base = task_files.for_site(cluster.site.transport, cluster.transport, root)
+        self.folder = base / uuid.uuid4().hex[:12]
         self._named = "name" in job_defaults
         given = {
             "name": "python-task",
@@ -119,7 +124,7 @@ class ClusterExecutor(Executor):
         self._cluster_lock = threading.Lock()
         self._shutdown_lock = threading.Lock()
         self._shut_down = False
-        self._poller = Poller(self._status)
+        self._poller = Poller(self._status, self._files)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """Run ``fn(*args, **kwargs)`` as one job; unpicklable parts are refused here."""
@@ -176,8 +181,7 @@ class ClusterExecutor(Executor):
         ]
         folders = [self.folder / str(next(self._numbers)) for _ in blobs]
         for folder, blob in zip(folders, blobs, strict=True):
-            folder.mkdir(parents=True)
-            write_atomically(folder / payload.CALL_FILE, blob)
+            self._files.put_call(folder, blob)
         name = getattr(fn, "__name__", "")
         specs = [self._spec(folder, name, checkpointed) for folder in folders]
         with self._cluster_lock:
@@ -189,7 +193,7 @@ class ClusterExecutor(Executor):
         )
         return futures
 
-    def _spec(self, folder: Path, fn_name: str, checkpointed: bool) -> JobSpec:
+    def _spec(self, folder: PurePath, fn_name: str, checkpointed: bool) -> JobSpec:
         """The job of one call: the defaults, the worker's command, the function's name, and
         for a checkpointable function the wrapper around it."""
         update: dict[str, Any] = {"command": self._worker(folder)}
@@ -200,7 +204,7 @@ class ClusterExecutor(Executor):
             update["checkpoint"] = self._checkpoint_of(folder)
         return self._defaults.model_copy(update=update)
 
-    def _worker(self, folder: Path, call_file: str = "") -> str:
+    def _worker(self, folder: PurePath, call_file: str = "") -> str:
         """The worker's command line, its stderr to the folder."""
         quoted = shlex.quote(str(folder))
         return (
@@ -208,7 +212,7 @@ class ClusterExecutor(Executor):
             f"2>>{shlex.quote(str(folder / payload.STDERR_FILE))}"
         )
 
-    def _checkpoint_of(self, folder: Path) -> CheckpointSpec:
+    def _checkpoint_of(self, folder: PurePath) -> CheckpointSpec:
         """The wrapper's commands for one checkpointable call: ask the worker for its call to
         continue from; restart the worker on the one in the checkpoint being resumed. The
         worker is started by ``exec``, as the wrapper sends the request to the process it runs

@@ -262,6 +262,11 @@ def read_events(directory: str | Path) -> list[Event]:
         return []
     except OSError as exc:
         raise CheckpointError(f"cannot read {path}: {exc.strerror}") from exc
+    return parse_events(text)
+
+
+def parse_events(text: str) -> list[Event]:
+    """The events of an attempts.log's text (read here, or fetched from a cluster)."""
     events = []
     for line in _lines(text):
         parts = line.split("\t")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
@@ -24,6 +24,10 @@ class SshTransportConfig(ConfigModel):
     ``~/.ssh/config`` for ``host``. Host keys are checked against ``known_hosts``; an unknown
     host is refused unless ``host_key_policy`` is ``accept-new`` (trust on first use). There
     is no password field on purpose: log in with a key file or ssh-agent.
+
+    ``shared_filesystem`` says whether the cluster sees this machine's files at the same paths
+    (a laptop's do not): when it is false, the executor stages its call and result files over
+    SFTP in folders under ``remote_root``, a folder on the cluster the compute nodes share.
     """
 
     kind: Literal["ssh"]
@@ -41,6 +45,8 @@ class SshTransportConfig(ConfigModel):
     # What one command may print (stdout and stderr together) before it is stopped: a login
     # node's memory is shared, and a runaway squeue or sacct would otherwise take it all.
     max_output_mb: int = Field(256, ge=1)
+    shared_filesystem: bool = True
+    remote_root: PurePosixPath | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -58,6 +64,27 @@ class SshTransportConfig(ConfigModel):
         if "@" in host or any(char.isspace() for char in host):
             raise ValueError(f"{host!r} is not a host name; give the user as `user:`")
         return host
+
+    @model_validator(mode="after")
+    def _remote_root_when_not_shared(self) -> SshTransportConfig:
+        # The client cannot expand ``~`` or a relative path as the cluster's shell would.
+        if self.shared_filesystem:
+            if self.remote_root is not None:
+                raise ValueError(
+                    f"remote_root ({self.remote_root}) is for a filesystem the client does not "
+                    "share; leave it out, or set shared_filesystem: false"
+                )
+        elif self.remote_root is None:
+            raise ValueError(
+                "remote_root is required when shared_filesystem is false: the absolute path of "
+                "a folder on the cluster, shared by its compute nodes, for the executor's files"
+            )
+        elif not self.remote_root.is_absolute():
+            raise ValueError(
+                f"remote_root {str(self.remote_root)!r} is not an absolute path on the cluster; "
+                "give it from / (~ and relative paths are not expanded)"
+            )
+        return self
 
     @field_validator("identity_file", "known_hosts", "ssh_config")
     @classmethod

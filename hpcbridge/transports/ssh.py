@@ -29,9 +29,9 @@ import select
 import shlex
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import paramiko
 from paramiko.common import cMSG_CHANNEL_REQUEST
@@ -44,6 +44,7 @@ from hpcbridge.transports.ssh_route import Route, resolve_route
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 _CHUNK = 32768  # paramiko's largest SSH packet payload
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # Errors that mean the connection (not the command, nor an SFTP request) failed.
@@ -70,6 +71,8 @@ class SshTransport:
         self.route: Route = resolve_route(config)
         self.connections_made = 0
         self._lock = threading.Lock()
+        # paramiko's SFTPClient reads each answer on the calling thread: one request at a time.
+        self._sftp_lock = threading.Lock()
         self._connection: Connection | None = None
         self._closed = False
 
@@ -107,25 +110,43 @@ class SshTransport:
         if mode is None:
             mode = 0o644 if isinstance(source, bytes) else Path(source).stat().st_mode & 0o777
         temporary = _temporary_name(remote_path)
+
+        def put(sftp: paramiko.SFTPClient) -> None:
+            with _open_source(source) as reader:
+                _put_atomically(sftp, reader, temporary, remote_path, mode)
+
+        try:
+            self.sftp(put, f"stage {remote_path}")
+        except FileNotFoundError as exc:  # its folder is missing
+            raise TransportError(
+                f"cannot stage {remote_path} on {self.route.target}: {exc}"
+            ) from exc
+
+    def sftp(self, action: Callable[[paramiko.SFTPClient], T], what: str) -> T:
+        """``action`` on the kept connection's SFTP session, which ``what`` describes
+        ("stage /path"). Only for actions safe to do twice (reads, atomic writes, removals):
+        one dropped connection is retried on a fresh one. A refusal (no such file, permission,
+        disk full) is a TransportError; FileNotFoundError passes through, for callers to whom
+        a missing file is an answer."""
         for attempt in (1, 2):
             connection = self._current()
             try:
-                with _open_source(source) as reader:
-                    _put_atomically(connection.sftp(), reader, temporary, remote_path, mode)
-                return
+                with self._sftp_lock:
+                    return action(connection.sftp())
+            except FileNotFoundError:
+                raise
             except (OSError, *_CONNECTION_ERRORS) as exc:
-                # SFTP refusals (no such folder, permission, disk full) are OSErrors, and so
-                # is a write on a connection that died; only the first leave the session up.
+                # SFTP refusals are OSErrors, and so is a write on a connection that died;
+                # only the first leave the session up.
                 if connection.sftp_open() and not isinstance(exc, _CONNECTION_ERRORS):
-                    raise TransportError(
-                        f"cannot stage {remote_path} on {self.route.target}: {exc}"
-                    ) from exc
+                    raise TransportError(f"cannot {what} on {self.route.target}: {exc}") from exc
                 self._drop(connection)
                 if attempt == 2:
                     raise TransportUnavailable(
-                        f"the connection to {self.route.target} dropped while staging {remote_path}"
+                        f"the connection to {self.route.target} dropped: could not {what}"
                     ) from exc
-                log.warning("connection lost while staging %s; trying again", remote_path)
+                log.warning("connection lost, could not %s; trying again", what)
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
     def close(self) -> None:
         """Log out; the transport cannot be used afterwards."""

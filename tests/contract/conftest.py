@@ -87,6 +87,12 @@ HARNESSES = (
         pytest.param("pbs-operator", marks=pytest.mark.pbs),
     ]
 )
+# The executor's tests run once more where the client does not share the cluster's files.
+EXECUTOR_HARNESSES = (
+    HARNESSES
+    if TEST_SITE
+    else [*HARNESSES, pytest.param("slurm-sftp", marks=[pytest.mark.slurm, pytest.mark.ssh])]
+)
 
 
 @pytest.fixture(params=HARNESSES)
@@ -98,6 +104,11 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]
             slurm = site.scheduler == "slurm"
             release = _slurm_release_requeued(cluster.transport) if slurm else _no_wait
             yield Harness(cluster, f"{site.scheduler}-site", release)
+    elif request.param == "slurm-sftp":
+        # slurm-sftp: as slurm-ssh, for a client that does not share the cluster's filesystem
+        # (tests/contract/test_executor.py only).
+        with Cluster(request.getfixturevalue("not_shared_site")) as cluster:
+            yield Harness(cluster, request.param, _slurm_release_requeued(cluster.transport))
     elif request.param == "local":
         with Cluster.local(state_dir=tmp_path / "state") as cluster:
             yield Harness(cluster, "local", _no_wait)

@@ -1,9 +1,12 @@
 """Cluster.executor on every backend: Python calls as jobs, their results and their failures.
 
-Runs on the local backend, the real Slurm (directly and over SSH: there the call and result
-files travel over the filesystem, which the loopback sshd shares with this process) and the
-PBS emulator, as the rest of the contract suite does. The functions below are sent by value
-(``register_pickle_by_value``), since the workers cannot import this test module.
+Runs on the local backend, the real Slurm (directly and over SSH) and the PBS emulator, as
+the rest of the contract suite does, and once more over SSH for a client that does not share
+the cluster's filesystem (slurm-sftp): the loopback sshd shares this machine's, so there the
+test checks that this process never touches the site's remote_root itself (an audit hook sees
+every file it opens, lists, makes or removes) and that no call file lands where it runs; the
+files travel over SFTP. The functions below are sent by value (``register_pickle_by_value``),
+since the workers cannot import this test module.
 """
 
 from __future__ import annotations
@@ -24,10 +27,14 @@ import pytest
 from hpcbridge import JobState
 from hpcbridge.errors import JobKilled
 from hpcbridge.executor.pool import ClusterExecutor
+from hpcbridge.site import SshTransportConfig
 
-from .conftest import Harness
+from .conftest import EXECUTOR_HARNESSES, Harness
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [
+    pytest.mark.timeout(300),
+    pytest.mark.parametrize("harness", EXECUTOR_HARNESSES, indirect=True),
+]
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 # The array an item's id belongs to: each scheduler's own naming of an array task.
@@ -54,10 +61,62 @@ def doomed(cancel_command: str | None) -> None:
     time.sleep(120)
 
 
+# What the client process did to files under a remote_root being watched (sftp harness).
+_FILE_EVENTS = frozenset(
+    {"open", "os.listdir", "os.scandir", "os.mkdir", "os.remove", "os.rename", "shutil.rmtree"}
+)
+_watched: list[str] = []
+_touched: list[tuple[str, str]] = []
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    if _watched and event in _FILE_EVENTS and args and isinstance(args[0], str | os.PathLike):
+        path = os.fsdecode(args[0])
+        if any(path.startswith(root) for root in _watched):
+            _touched.append((event, path))
+
+
+@pytest.fixture(scope="session")
+def audit_hook() -> None:
+    sys.addaudithook(_audit)  # for the rest of the process: hooks cannot be removed
+
+
+def remote_root(harness: Harness) -> str | None:
+    """The site's folder for the executor on a cluster that does not share our files."""
+    transport = harness.cluster.site.transport
+    shared = not isinstance(transport, SshTransportConfig) or transport.shared_filesystem
+    return None if shared else str(transport.remote_root)
+
+
 @pytest.fixture
-def executor(harness: Harness, workdir: Path) -> Iterator[ClusterExecutor]:
-    with harness.cluster.executor(root=workdir, resources={"walltime": "5:00"}) as pool:
+def root(
+    harness: Harness, workdir: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Iterator[Path | None]:
+    """The executor's root: the shared workdir, or, where the filesystem is not shared, the
+    site's remote_root (None), with this process watched for touching it and run in workdir,
+    where no call file may appear."""
+    remote = remote_root(harness)
+    if remote is None:
+        yield workdir
+        return
+    request.getfixturevalue("audit_hook")
+    monkeypatch.chdir(workdir)
+    _watched.append(remote)
+    try:
+        yield None
+    finally:
+        _watched.remove(remote)
+    touched, _touched[:] = list(_touched), []
+    assert touched == []
+    assert list(workdir.rglob("*")) == []
+
+
+@pytest.fixture
+def executor(harness: Harness, root: Path | None) -> Iterator[ClusterExecutor]:
+    with harness.cluster.executor(root=root, resources={"walltime": "5:00"}) as pool:
         yield pool
+        if root is None:
+            assert str(pool.folder).startswith(f"{remote_root(harness)}/")
 
 
 def test_a_call_returns_its_value(executor: ClusterExecutor) -> None:
@@ -100,12 +159,12 @@ def test_cancel_cancels_the_job(harness: Harness, executor: ClusterExecutor) -> 
 
 
 def test_a_job_the_scheduler_ends_raises_job_killed_with_its_stderr(
-    harness: Harness, workdir: Path
+    harness: Harness, root: Path | None
 ) -> None:
     # Slurm's shortest limit is a minute (plus its grace): there the job cancels itself.
     slurm = harness.kind.startswith("slurm")
     walltime = "5:00" if slurm else "0:04"
-    with harness.cluster.executor(root=workdir, resources={"walltime": walltime}) as pool:
+    with harness.cluster.executor(root=root, resources={"walltime": walltime}) as pool:
         future = pool.submit(doomed, "scancel" if slurm else None)
         with pytest.raises(JobKilled) as caught:
             future.result(timeout=180)
@@ -114,6 +173,7 @@ def test_a_job_the_scheduler_ends_raises_job_killed_with_its_stderr(
     assert STDERR_MARK in caught.value.stderr_tail
     assert f"ended by the scheduler: {expected.value}" in str(caught.value)
     assert STDERR_MARK in str(caught.value)
+    assert caught.value.folder.startswith(f"{pool.folder}/")  # kept there for a look
 
 
 def _job_id(future: Future[Any]) -> str:

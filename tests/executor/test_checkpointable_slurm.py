@@ -16,18 +16,27 @@ import pytest
 from slow_sum import SlowSum, expected
 from slurm_queue import completed_runs, drive_to_the_end
 
-from hpcbridge import Cluster, JobState
+from hpcbridge import Cluster, JobState, SiteConfig
 from hpcbridge.executor.pool import ClusterExecutor
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(600)]
 STEPS = 100
 
 
-@pytest.fixture
-def executor(slurm_cluster: Cluster, workdir: Path) -> Iterator[ClusterExecutor]:
-    with slurm_cluster.executor(
-        root=workdir, resources={"walltime": "2"}, checkpoint={"signal": "USR1@30"}
-    ) as pool:
+@pytest.fixture(params=["shared", pytest.param("sftp", marks=pytest.mark.ssh)])
+def executor(request: pytest.FixtureRequest, workdir: Path) -> Iterator[ClusterExecutor]:
+    """On the test Slurm, with its files here (shared), or over SSH staged by SFTP under the
+    site's remote_root, for a client that does not share the cluster's filesystem."""
+    shared = request.param == "shared"
+    site = SiteConfig.load("test-slurm") if shared else request.getfixturevalue("not_shared_site")
+    with (
+        Cluster(site) as cluster,
+        cluster.executor(
+            root=workdir if shared else None,
+            resources={"walltime": "2"},
+            checkpoint={"signal": "USR1@30"},
+        ) as pool,
+    ):
         yield pool
 
 
