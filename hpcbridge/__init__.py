@@ -63,8 +63,9 @@ if TYPE_CHECKING:
     )
     from hpcbridge.workflows.export import render_workflow
     from hpcbridge.workflows.model import Workflow
-    from hpcbridge.workflows.run import resume_workflow, submit_workflow, workflow_status
+    from hpcbridge.workflows.run import resume_workflow, submit_workflow
     from hpcbridge.workflows.segments import submit_segments
+    from hpcbridge.workflows.status import workflow_status
     from hpcbridge.workflows.store import LedgerStore, StateFileStore
 
 __version__ = "0.1.0"
@@ -114,7 +115,8 @@ _HOMES = {
         "Transport",
     ],
     "hpcbridge.workflows.model": ["Workflow"],
-    "hpcbridge.workflows.run": ["resume_workflow", "submit_workflow", "workflow_status"],
+    "hpcbridge.workflows.run": ["resume_workflow", "submit_workflow"],
+    "hpcbridge.workflows.status": ["workflow_status"],
     "hpcbridge.workflows.export": ["render_workflow"],
     "hpcbridge.workflows.store": ["LedgerStore", "StateFileStore"],
 }

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from hpcbridge.cluster import Cluster
     from hpcbridge.ledger.store import Ledger
     from hpcbridge.site import SiteConfig
-    from hpcbridge.workflows.run import StageStatus
+    from hpcbridge.workflows.status import StageStatus
     from hpcbridge.workflows.store import WorkflowRecord, WorkflowStore
 
 STATE_DIR_OPTION = click.option(
@@ -141,7 +141,7 @@ def status(
     workflow_id: str, site: str | None, state_dir: str | None, ledger_url: str | None, as_json: bool
 ) -> None:
     """Show every stage's job and state; cancels dependents that can never run."""
-    from hpcbridge.workflows.run import workflow_status
+    from hpcbridge.workflows.status import workflow_status
 
     with workflow_store(state_dir, ledger_url) as store:
         record = store.load(workflow_id)
@@ -253,7 +253,7 @@ def watch(
     more memory after OUT_OF_MEMORY, and the stages its failure cancelled with it; other
     failures are left as they are. Exits 0 when every stage completed, 1 otherwise.
     """
-    from hpcbridge.workflows.run import watch_workflow
+    from hpcbridge.workflows.watch import watch_workflow
 
     def said(name: str, job_id: str | None, reason: str) -> None:
         retried.append({"stage": name, "job_id": job_id, "why": reason})
@@ -375,7 +375,7 @@ def show(
     """Draw the DAG and its expected-vs-actual timeline (png and svg need --out or a pipe)."""
     from hpcbridge.files import write_atomically
     from hpcbridge.workflows.export import render_workflow
-    from hpcbridge.workflows.run import predicted_durations, workflow_view
+    from hpcbridge.workflows.status import predicted_durations, workflow_view
 
     with workflow_store(state_dir, ledger_url) as store:
         record = store.load(workflow_id)
@@ -513,7 +513,7 @@ def _print_jobs(record: WorkflowRecord, stages: list[str], as_json: bool) -> Non
 
 
 def _stage_json(stage: StageStatus, held: set[str]) -> dict[str, object]:
-    from hpcbridge.workflows.run import started_at
+    from hpcbridge.workflows.status import started_at
 
     info = stage.info
     started = started_at(info)
@@ -537,7 +537,7 @@ def _print_table(stages: list[StageStatus], held: set[str]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from hpcbridge.workflows.run import started_at
+    from hpcbridge.workflows.status import started_at
 
     table = Table(box=None, pad_edge=False)
     for heading in ("STAGE", "JOBID", "STATE", "REASON", "START", "END", "NOTE"):

@@ -12,7 +12,8 @@ from hpcbridge import Cluster, JobState
 from hpcbridge.errors import SpecError
 from hpcbridge.jobs.spec import JobSpec
 from hpcbridge.workflows.model import Workflow
-from hpcbridge.workflows.run import resume_workflow, submit_workflow, workflow_status
+from hpcbridge.workflows.run import resume_workflow, submit_workflow
+from hpcbridge.workflows.status import workflow_status
 from hpcbridge.workflows.store import StateFileStore
 
 

@@ -17,8 +17,8 @@ from hpcbridge.cli.main import main
 from hpcbridge.errors import SpecError
 from hpcbridge.jobs.checkpoint import is_finished, list_checkpoints
 from hpcbridge.jobs.spec import JobSpec
-from hpcbridge.workflows.run import workflow_status
 from hpcbridge.workflows.segments import SLURM_EARLY_SIGNAL_S, plan_segments, submit_segments
+from hpcbridge.workflows.status import workflow_status
 from hpcbridge.workflows.store import StateFileStore
 
 # Counts to LAST, a step a second, keeping its progress in ./state; a restart goes on from the

@@ -21,7 +21,8 @@ from hpcbridge import Cluster, SiteConfig
 from hpcbridge.cli.options import EXIT_SCHEDULER
 from hpcbridge.resources import data_dir
 from hpcbridge.workflows.model import Workflow
-from hpcbridge.workflows.run import submit_workflow, workflow_status
+from hpcbridge.workflows.run import submit_workflow
+from hpcbridge.workflows.status import workflow_status
 from hpcbridge.workflows.store import StateFileStore
 
 pytestmark = pytest.mark.timeout(180)
