@@ -1,7 +1,7 @@
 """Python calls through Cluster.executor against raw ``sbatch --wrap`` jobs writing files, on
 the test Slurm, in the same run.
 
-    .venv/bin/python benchmarks/bench_executor.py [--items 200] [--latency 3]
+    .venv/bin/python benchmarks/bench_executor.py [--items 200] [--latency 3] [--ssh]
 
 Needs the test cluster (tests/cluster/slurm-up.sh). Two measures, both wall time from the
 first submission until every result is read back here:
@@ -12,23 +12,33 @@ first submission until every result is read back here:
 - one call's round trip: ``executor.submit(pow, 2, 10).result()`` against one ``sbatch
   --wrap`` and its file (median of ``--latency`` rounds).
 
+With ``--ssh`` (needs the loopback sshd too, tests/cluster/sshd-up.sh) it compares instead
+the executor over SSH on a shared filesystem (test-slurm-ssh) with the same site told the
+filesystem is not shared, so the files are staged over SFTP under a remote_root: one call's
+round trip (median of ``--latency`` rounds, the two alternating), a map over ``--items``, and
+what one poll costs to find which of ``--items`` pending folders have a result: the one
+listing ``finished`` makes, against a ``stat`` per folder.
+
 submitit is not compared: it is not installed here. Run by hand; this is not a timed test.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from timing import timed
+from timing import median_of, timed
 
-from hpcbridge import Cluster
+from hpcbridge import Cluster, SiteConfig
+from hpcbridge.executor.task_files import SftpTaskFiles
+from hpcbridge.transports.ssh import SshTransport
 
 POLL_S = 0.25
 
@@ -52,7 +62,7 @@ def raw_round_trip(folder: Path, items: int) -> tuple[float, float]:
     return submitted, time.perf_counter() - started
 
 
-def executor_map(cluster: Cluster, folder: Path, items: int) -> tuple[float, float]:
+def executor_map(cluster: Cluster, folder: Path | None, items: int) -> tuple[float, float]:
     """Seconds for map to submit, and until every result is back."""
     with cluster.executor(root=folder) as pool:
         started = time.perf_counter()
@@ -74,11 +84,76 @@ def latencies(cluster: Cluster, folder: Path, rounds: int) -> tuple[float, float
     return statistics.median(mine), statistics.median(raw)
 
 
+def not_shared(remote_root: str) -> SiteConfig:
+    """test-slurm-ssh for a client that does not share the cluster's filesystem."""
+    site = SiteConfig.load("test-slurm-ssh")
+    transport = {**site.transport.model_dump(), "shared_filesystem": False}
+    transport["remote_root"] = remote_root
+    return SiteConfig.model_validate({**site.model_dump(), "transport": transport})
+
+
+def poll_costs(transport: SshTransport, remote_root: str, items: int) -> tuple[float, float]:
+    """Seconds of one poll over ``items`` pending folders (none changed since the last poll):
+    finished's one listing, and a stat of each folder's result file instead."""
+    files = SftpTaskFiles(transport)
+    folders = [PurePosixPath(remote_root, "poll", str(index)) for index in range(items)]
+    for folder in folders:
+        files.put_call(folder, b"")
+    files.finished(folders)  # the first looks stat every folder, as each is new, until
+    time.sleep(1.1)  # a look a second later has seen nothing can hide behind their times
+    files.finished(folders)
+    listing = median_of(5, lambda: files.finished(folders))
+    stats = median_of(5, lambda: [files.has_result(folder) for folder in folders])
+    return listing, stats
+
+
+def ssh_comparison(items: int, rounds: int) -> None:
+    """The executor over SSH on a shared filesystem against SFTP staging."""
+    remote_root = f"/tmp/hpcbridge-bench-sftp-{os.getpid()}"
+    with (
+        tempfile.TemporaryDirectory(dir=".") as name,
+        Cluster.from_site("test-slurm-ssh") as shared,
+        Cluster(not_shared(remote_root)) as staged,
+    ):
+        folder = Path(name).resolve()
+        try:
+            times: dict[str, list[float]] = {"shared": [], "sftp": []}
+            with shared.executor(root=folder) as on_shared, staged.executor() as on_sftp:
+                for _ in range(rounds):
+                    times["shared"].append(timed(lambda: on_shared.submit(pow, 2, 10).result()))
+                    times["sftp"].append(timed(lambda: on_sftp.submit(pow, 2, 10).result()))
+            maps = {
+                "shared": executor_map(shared, folder / "map", items)[1],
+                "sftp": executor_map(staged, None, items)[1],
+            }
+            assert isinstance(staged.transport, SshTransport)
+            listing, stats = poll_costs(staged.transport, remote_root, items)
+        finally:
+            staged.transport.run(["rm", "-rf", "--", remote_root])
+    one = {key: statistics.median(values) for key, values in times.items()}
+    print(
+        f"one call over SSH, median of {rounds}: shared filesystem {one['shared']:.2f} s, "
+        f"SFTP staging {one['sftp']:.2f} s; ratio {one['sftp'] / one['shared']:.2f}x"
+    )
+    print(
+        f"{items} items over SSH: executor.map shared {maps['shared']:.2f} s, SFTP staging "
+        f"{maps['sftp']:.2f} s; ratio {maps['sftp'] / maps['shared']:.2f}x"
+    )
+    print(
+        f"one poll of {items} pending folders over SFTP: one listing {listing * 1000:.1f} ms, "
+        f"a stat each {stats * 1000:.1f} ms; ratio {stats / listing:.0f}x"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--items", type=int, default=200)
     parser.add_argument("--latency", type=int, default=3, help="rounds of one call")
+    parser.add_argument("--ssh", action="store_true", help="shared filesystem against SFTP")
     args = parser.parse_args()
+    if args.ssh:
+        ssh_comparison(args.items, args.latency)
+        return 0
     with tempfile.TemporaryDirectory(dir=".") as name, Cluster.from_site("test-slurm") as cluster:
         folder = Path(name).resolve()
         (folder / "raw").mkdir()
