@@ -9,7 +9,8 @@ queue wait plus its run time, along the workflow's critical path:
   which the scheduler enforces;
 - queue wait: for a stage that can start at once on Slurm, the scheduler's own estimate
   (``sbatch --test-only``); otherwise, and as the upper bound, the waits the ledger saw in
-  the last 30 days for the same partition and a similar size (median and 80th percentile).
+  the last 30 days for the same partition and a similar size (median and 80th percentile):
+  :mod:`hpcbridge.policy.queue_wait`.
 
 The verdict: ``infeasible`` when even with no queue wait the predicted run misses, or (on
 Slurm) a stage's time limit cannot end before the deadline from its expected start, since
@@ -20,16 +21,15 @@ safety margin, misses; else ``likely``. At risk, the next priority level up is s
 from __future__ import annotations
 
 import math
-import re
-import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from hpcbridge.errors import ForecastError, SchedulerError, SchedulerUnavailable
+from hpcbridge.errors import ForecastError
 from hpcbridge.jobs.units import format_signed_duration as _clock
 from hpcbridge.jobs.units import format_utc_minute as _at
+from hpcbridge.policy.queue_wait import cores, ledger_wait, recent_waits, slurm_estimate, test_only
 
 if TYPE_CHECKING:
     from hpcbridge.cluster import Cluster
@@ -37,12 +37,8 @@ if TYPE_CHECKING:
     from hpcbridge.jobs.spec import JobSpec
     from hpcbridge.ledger.store import Ledger
 
-WAIT_WINDOW = timedelta(days=30)
-_ENOUGH_WAITS = 5
 _ENOUGH_RUNS = 3
 RUNNING = "running"  # a stage's wait basis once it has started
-# sbatch --test-only: "sbatch: Job 4100 to start at 2026-12-03T15:51:35 using 1 processors ..."
-_TEST_ONLY = re.compile(r"to start at (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)")
 
 
 @dataclass(frozen=True)
@@ -100,7 +96,7 @@ def check_deadline(
     user = submitting_user(cluster.site)
     history = runtime_history(ledger, user=user, as_of=moment)
     cluster_name = cluster.site.cluster_name or cluster.site.name
-    waits = _recent_waits(ledger, cluster_name, moment)
+    waits = recent_waits(ledger, cluster_name, moment)
     slurm_estimates: dict[tuple[str, ...], tuple[int, str, str | None]] = {}
     ledger_estimates: dict[tuple[str | None, int], tuple[int, int, str]] = {}
     estimates: dict[str, StageEstimate] = {}
@@ -128,14 +124,14 @@ def check_deadline(
                 spec.priority,
             )
             continue
-        size = (spec.partition, _cores(spec))
+        size = (spec.partition, cores(spec))
         if size not in ledger_estimates:
-            ledger_estimates[size] = _ledger_wait(waits, *size)
+            ledger_estimates[size] = ledger_wait(waits, *size)
         wait, wait_high, wait_basis = ledger_estimates[size]
         if not waits_on and cluster.site.scheduler == "slurm":
-            probe = _test_only(spec)  # jobs asking for the same get the same answer
+            probe = test_only(spec)  # jobs asking for the same get the same answer
             if tuple(probe) not in slurm_estimates:
-                slurm_estimates[tuple(probe)] = _slurm_estimate(
+                slurm_estimates[tuple(probe)] = slurm_estimate(
                     cluster, probe, moment, (wait, wait_basis)
                 )
             wait, wait_basis, refusal = slurm_estimates[tuple(probe)]
@@ -282,114 +278,6 @@ def _run_time(history: RuntimeHistory, user: str, spec: JobSpec) -> tuple[int, i
         high = request or prediction.seconds
         basis = f"{prediction.basis}, bound: the requested walltime"
     return prediction.seconds, max(high, prediction.seconds), basis
-
-
-_Wait = tuple[str | None, int | None, int]  # partition, cores, seconds waited
-
-
-def _recent_waits(ledger: Ledger, cluster: str, now: datetime) -> list[_Wait]:
-    """The queue waits of jobs that started in the last 30 days (one read for any number of
-    stages): from eligible (else submitted) to start."""
-    from sqlalchemy import func, select
-
-    from hpcbridge.ledger.schema import Cluster as ClusterRow
-    from hpcbridge.ledger.schema import JobAttempt
-
-    ready = func.coalesce(JobAttempt.eligible_at, JobAttempt.submit_at)
-    query = (
-        select(ready, JobAttempt.start_at, JobAttempt.partition, JobAttempt.alloc_cpus)
-        .join(ClusterRow, ClusterRow.id == JobAttempt.cluster_id)
-        .where(
-            ClusterRow.name == cluster,
-            JobAttempt.start_at.is_not(None),
-            JobAttempt.start_at >= now - WAIT_WINDOW,
-            JobAttempt.start_at <= now,
-            ready.is_not(None),
-        )
-        .order_by(JobAttempt.start_at.desc())
-        .limit(5000)
-    )
-    with ledger.transaction(read_only=True) as connection:
-        return [
-            (partition, cpus, max(0, int((start - ready_at).total_seconds())))
-            for ready_at, start, partition, cpus in connection.execute(query)
-            if ready_at is not None and start is not None
-        ]
-
-
-def _ledger_wait(waits: Sequence[_Wait], partition: str | None, cores: int) -> tuple[int, int, str]:
-    """(median, 80th percentile, basis) of the recent waits of jobs most like this one: the
-    same partition and a similar size, else the same partition, else any."""
-    choices: list[tuple[str, Callable[[str | None, int | None], bool]]] = [
-        (
-            f"partition {partition}, {cores // 2 or 1}-{cores * 2} cores",
-            lambda other, cpus: other == partition and cores // 2 <= (cpus or 1) <= cores * 2,
-        ),
-        (f"partition {partition}", lambda other, _cpus: other == partition),
-        ("any job of the cluster", lambda _partition, _cpus: True),
-    ]
-    for label, matches in choices:
-        seconds = sorted(waited for other, cpus, waited in waits if matches(other, cpus))
-        if len(seconds) >= _ENOUGH_WAITS:
-            high = seconds[min(len(seconds) - 1, math.ceil(0.8 * len(seconds)) - 1)]
-            basis = f"median of {len(seconds)} waits in the last 30 days ({label})"
-            return round(statistics.median(seconds)), high, basis
-    return 0, 0, "no recent waits in the ledger: none assumed"
-
-
-def _cores(spec: JobSpec) -> int:
-    return spec.resources.nodes * spec.resources.ntasks * spec.resources.cpus_per_task
-
-
-def _slurm_estimate(
-    cluster: Cluster, probe: list[str], now: datetime, fallback: tuple[int, str]
-) -> tuple[int, str, str | None]:
-    """(wait, basis, refusal) from ``sbatch --test-only``: Slurm's own estimate of when a job
-    like this would start; a refusal (no node can ever run it) makes the deadline infeasible."""
-    from hpcbridge.backends.slurm import SlurmBackend
-
-    backend = cluster.backend
-    if not isinstance(backend, SlurmBackend):
-        return *fallback, None
-    try:
-        result = backend.commands.run(probe, env={"TZ": "UTC"})
-    except SchedulerUnavailable:
-        raise
-    except SchedulerError as exc:
-        return *fallback, str(exc)
-    found = _TEST_ONLY.search(result.stderr + result.stdout)
-    if not found:
-        return *fallback, None  # an answer this does not know: the ledger's estimate stands
-    start = datetime.fromisoformat(found.group(1)).replace(tzinfo=UTC)
-    wait = max(0, int((start - now).total_seconds()))
-    return wait, "Slurm's estimate (sbatch --test-only)", None
-
-
-def _test_only(spec: JobSpec) -> list[str]:
-    """``sbatch --test-only`` of a job asking for what ``spec`` asks for."""
-    resources = spec.resources
-    argv = [
-        "sbatch",
-        "--test-only",
-        f"--nodes={resources.nodes}",
-        f"--ntasks={resources.ntasks}",
-        f"--cpus-per-task={resources.cpus_per_task}",
-    ]
-    if resources.walltime:
-        argv.append(f"--time={math.ceil(resources.walltime / 60)}")
-    if resources.gpus:
-        kind = f"{resources.gpu_type}:" if resources.gpu_type else ""
-        argv.append(f"--gres=gpu:{kind}{resources.gpus}")
-    if resources.memory:
-        argv.append(f"--mem={resources.memory}M")
-    for flag, value in (
-        ("partition", spec.partition),
-        ("account", spec.account),
-        ("qos", spec.qos),
-    ):
-        if value:
-            argv.append(f"--{flag}={value}")
-    return [*argv, "--wrap=true"]
 
 
 def plan_job(
