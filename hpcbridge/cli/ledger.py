@@ -187,6 +187,75 @@ def ledger_sync(
         sys.exit(exit_code_for(first))
 
 
+@ledger.command("steps")
+@click.argument("job_id")
+@click.option("--cluster", help="The cluster the job ran on, when the ledger holds that id twice.")
+@LEDGER_OPTION
+@JSON_OPTION
+@reports_errors
+def ledger_steps(job_id: str, cluster: str | None, ledger_url: str | None, as_json: bool) -> None:
+    """Show the job steps of JOB_ID (123, or 123_4 for an array task) that the ledger's syncs
+    recorded: each srun of each run, with its state, exit code, times and resources.
+
+    Slurm only: PBS accounting logs record no steps. Exit status 8 when the ledger does not
+    hold the job (not synced yet).
+    """
+    import dataclasses
+    from datetime import datetime
+
+    from hpcbridge.jobs.units import format_duration
+    from hpcbridge.ledger.steps import steps_of
+    from hpcbridge.ledger.store import Ledger
+
+    with Ledger.open(ledger_url, upgrade=False) as opened:
+        found = steps_of(opened, job_id, cluster=cluster)
+    if as_json:
+        echo_json(
+            [
+                {
+                    "cluster": s.cluster,
+                    "job_id": s.job_id,
+                    "array_index": None if s.array_index < 0 else s.array_index,
+                    "attempt": s.attempt,
+                    **{
+                        name: value.isoformat() if isinstance(value, datetime) else value
+                        for name, value in dataclasses.asdict(s.step).items()
+                    },
+                }
+                for s in found
+            ]
+        )
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    headings = ("RUN", "STEP", "NAME", "STATE", "EXIT", "START", "ELAPSED", "CPUS", "GPUS")
+    for heading in (*headings, "NODES", "MAXRSS", "CPUTIME"):
+        table.add_column(heading)
+    for s in found:
+        step = s.step
+        table.add_row(
+            str(s.attempt),
+            step.step_id,
+            step.name or "",
+            step.state.value,
+            "" if step.exit_code is None else f"{step.exit_code}:{step.exit_signal or 0}",
+            "" if step.start is None else step.start.strftime("%Y-%m-%d %H:%M:%S"),
+            "" if step.elapsed_s is None else format_duration(step.elapsed_s),
+            "" if step.alloc_cpus is None else str(step.alloc_cpus),
+            "" if step.alloc_gpus is None else str(step.alloc_gpus),
+            step.node_list or "",
+            "" if step.max_rss_mb is None else f"{step.max_rss_mb:.0f}M",
+            "" if step.cpu_time_s is None else f"{step.cpu_time_s:.1f}s",
+        )
+    if not found:
+        click.echo(f"job {job_id} has no steps in the ledger", err=True)
+        return
+    # Piped, the table keeps its natural width (as report usage's) rather than 80 columns.
+    Console(soft_wrap=True, width=None if sys.stdout.isatty() else 10_000).print(table)
+
+
 @contextlib.contextmanager
 def _sync_progress(quiet: bool) -> Iterator[Progress | None]:
     """A bar of windows read per source on an interactive stderr; nothing otherwise."""

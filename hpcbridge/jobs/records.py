@@ -1,4 +1,5 @@
-"""One job attempt as every source delivers it (sacct, PBS logs, qstat -x, SWF traces).
+"""One job attempt as every source delivers it (sacct, PBS logs, qstat -x, SWF traces), and
+the job steps of an attempt where the source has them (sacct).
 
 Sources turn their own formats into AttemptRecord; the ledger stores AttemptRecord. A plain
 slotted dataclass rather than a pydantic model, and not frozen: ingest handles hundreds of
@@ -51,5 +52,29 @@ class AttemptRecord:
     tres: str | None = None
     req_walltime_s: int | None = None
     req_mem_mb: int | None = None
+    max_rss_mb: float | None = None
+    cpu_time_s: float | None = None
+    steps: tuple[StepRecord, ...] = ()  # sacct's numbered steps; other sources have none
+
+
+@dataclass(slots=True)
+class StepRecord:
+    """One job step of an attempt (``srun`` inside a job: sacct's ``123.0``, ``123.1`` ...).
+
+    Its natural key is its attempt's plus ``step_id``; fields as in AttemptRecord.
+    """
+
+    step_id: str
+    state: JobState
+    name: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    elapsed_s: int | None = None
+    exit_code: int | None = None
+    exit_signal: int | None = None
+    node_list: str | None = None
+    alloc_cpus: int | None = None
+    alloc_gpus: int | None = None
+    tres: str | None = None
     max_rss_mb: float | None = None
     cpu_time_s: float | None = None

@@ -142,6 +142,38 @@ class JobAttempt(Base):
     cpu_time_s: Mapped[float | None] = mapped_column(Float)
 
 
+class JobStep(Base):
+    """One job step of one attempt (an ``srun`` inside the job: sacct's ``123.0``), from sacct.
+
+    Keyed by its attempt's natural key plus the step id, so a resync rewrites the same rows
+    and a job's steps are read on the key's prefix. No foreign key to job_attempts: the
+    attempt is written in the same transaction, and each checked key costs ingest (as on
+    usage_monthly). PBS accounting has no steps, so PBS jobs have no rows here.
+    """
+
+    __tablename__ = "job_steps"
+
+    cluster_id: Mapped[int] = mapped_column(ForeignKey("clusters.id"), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    array_index: Mapped[int] = mapped_column(primary_key=True)
+    attempt: Mapped[int] = mapped_column(primary_key=True)
+    step_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    updated_at: Mapped[datetime] = mapped_column(UtcTime)
+    name: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))
+    exit_code: Mapped[int | None]
+    exit_signal: Mapped[int | None]
+    start_at: Mapped[datetime | None] = mapped_column(UtcTime)
+    end_at: Mapped[datetime | None] = mapped_column(UtcTime)
+    elapsed_s: Mapped[int | None] = mapped_column(BigInteger)
+    node_list: Mapped[str | None] = mapped_column(Text)
+    alloc_cpus: Mapped[int | None]
+    alloc_gpus: Mapped[int | None]
+    tres: Mapped[str | None] = mapped_column(Text)
+    max_rss_mb: Mapped[float | None] = mapped_column(Float)
+    cpu_time_s: Mapped[float | None] = mapped_column(Float)
+
+
 class UsageMonthly(Base):
     """What finished attempts used per cluster, calendar month (UTC) and group: sreport's
     rollup, so that reports over whole months read this instead of every attempt.

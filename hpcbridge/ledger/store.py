@@ -4,7 +4,8 @@ Every write is an upsert on a natural key, so a sync that is killed and run agai
 that overlap, leave exactly the rows one clean sync would. Batches are committed one by one:
 work done before a crash stays done, and a crash costs at most one batch, which the next sync
 rewrites. Each batch marks the months it touched in the monthly rollup, and each call of
-Ledger.upsert_attempts ends by recomputing them (hpcbridge.ledger.rollup).
+Ledger.upsert_attempts ends by recomputing them (hpcbridge.ledger.rollup). An attempt's job
+steps (AttemptRecord.steps) are upserted in its batch's transaction, on their own natural key.
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from hpcbridge.errors import LedgerError
-from hpcbridge.jobs.records import AttemptRecord
+from hpcbridge.jobs.records import AttemptRecord, StepRecord
 from hpcbridge.ledger import rollup
 from hpcbridge.ledger.schema import (
     Account,
     Allocation,
     Cluster,
     JobAttempt,
+    JobStep,
     ProjectDeadline,
     SyncWatermark,
     User,
@@ -42,6 +44,10 @@ _NATURAL_KEY = ("cluster_id", "job_id", "array_index", "attempt")
 _ATTEMPT_COLUMNS = tuple(c.name for c in JobAttempt.__table__.columns if c.name != "id")
 _START, _END = _ATTEMPT_COLUMNS.index("start_at"), _ATTEMPT_COLUMNS.index("end_at")
 _JOB_ID = _ATTEMPT_COLUMNS.index("job_id")
+_STEP_KEY = ("cluster_id", "job_id", "array_index", "attempt", "step_id")
+# The step table's column order, the step upsert's bind order: cluster_id, then what
+# _step_values gives.
+_STEP_COLUMNS = tuple(c.name for c in JobStep.__table__.columns)
 _Span = tuple[int | None, int | None]
 
 
@@ -125,6 +131,7 @@ class Ledger:
         written = 0
         iterator = iter(records)
         write = self._attempt_writer()
+        write_steps = self._step_writer()
         while batch := list(islice(iterator, BATCH_SIZE)):
             with self.transaction() as connection:
                 cluster_id = self._cluster_id(connection, cluster, scheduler)
@@ -138,6 +145,13 @@ class Ledger:
                 except LedgerError as exc:
                     raise LedgerError(f"{_culprit(batch, users, accounts)}: {exc}") from None
                 replaced = write(connection, rows)
+                steps = [
+                    (cluster_id, *_step_values(record, step, shared[2]))
+                    for record in batch
+                    for step in record.steps
+                ]
+                if steps:
+                    write_steps(connection, steps)
                 months = rollup.touched_months(
                     [(row[_START], row[_END]) for row in rows] + replaced
                 )
@@ -164,16 +178,14 @@ class Ledger:
         executemany; PostgreSQL gets the rows by COPY into a temporary table and one
         INSERT ... SELECT ... ON CONFLICT, 2.4 times the rate of row-by-row upserts.
         """
-        updated = [name for name in _ATTEMPT_COLUMNS if name not in _NATURAL_KEY]
         if self.engine.dialect.name == "postgresql":
-            return _CopyUpsert(updated)
-        upsert = self._upsert(JobAttempt.__table__, _NATURAL_KEY, updated).values(
-            {name: bindparam(name) for name in _ATTEMPT_COLUMNS}
-        )
-        compiled = upsert.compile(dialect=self.engine.dialect)
-        if tuple(compiled.positiontup or ()) != _ATTEMPT_COLUMNS:
-            raise LedgerError("internal: the attempt upsert binds columns out of order")
-        statement = compiled.string
+            return _CopyUpsert(
+                JobAttempt.__tablename__,
+                _ATTEMPT_COLUMNS,
+                _NATURAL_KEY,
+                replaced="a.end_at IS NOT NULL",
+            )
+        statement = self._positional_upsert(JobAttempt.__table__, _ATTEMPT_COLUMNS, _NATURAL_KEY)
 
         def executemany(connection: Connection, rows: list[tuple[Any, ...]]) -> list[_Span]:
             replaced = _sqlite_replaced(connection, rows)
@@ -181,6 +193,25 @@ class Ledger:
             return replaced
 
         return executemany
+
+    def _step_writer(self) -> Callable[[Connection, list[tuple[Any, ...]]], object]:
+        """How a batch of step rows (tuples in _STEP_COLUMNS order) reaches the database: as
+        attempts do, without SQLAlchemy's per-row parameter processing."""
+        if self.engine.dialect.name == "postgresql":
+            return _CopyUpsert(JobStep.__tablename__, _STEP_COLUMNS, _STEP_KEY)
+        statement = self._positional_upsert(JobStep.__table__, _STEP_COLUMNS, _STEP_KEY)
+        return lambda connection, rows: connection.exec_driver_sql(statement, rows)
+
+    def _positional_upsert(self, table: Any, columns: Sequence[str], key: Sequence[str]) -> str:
+        """The SQL of an upsert on ``key`` binding ``columns`` in their order (driver rows)."""
+        updated = [name for name in columns if name not in key]
+        upsert = self._upsert(table, key, updated).values(
+            {name: bindparam(name) for name in columns}
+        )
+        compiled = upsert.compile(dialect=self.engine.dialect)
+        if tuple(compiled.positiontup or ()) != tuple(columns):
+            raise LedgerError(f"internal: the {table.name} upsert binds columns out of order")
+        return compiled.string
 
     def read_until(self, cluster: str, source: str) -> datetime | None:
         """The watermark of one source of a cluster: where its last complete read ended."""
@@ -323,26 +354,62 @@ def _values(
     )
 
 
-class _CopyUpsert:
-    """PostgreSQL: COPY a batch into a temporary table, then upsert it in one statement."""
+def _step_values(record: AttemptRecord, step: StepRecord, updated_at: int) -> tuple[Any, ...]:
+    """A step's columns in _STEP_COLUMNS order after cluster_id; times in seconds."""
+    return (
+        record.job_id,
+        record.array_index,
+        record.attempt,
+        step.step_id,
+        updated_at,
+        step.name,
+        step.state.value,
+        step.exit_code,
+        step.exit_signal,
+        _epoch(step.start),
+        _epoch(step.end),
+        step.elapsed_s,
+        step.node_list,
+        step.alloc_cpus,
+        step.alloc_gpus,
+        step.tres,
+        step.max_rss_mb,
+        step.cpu_time_s,
+    )
 
-    def __init__(self, updated: Sequence[str]) -> None:
-        columns = ", ".join(_ATTEMPT_COLUMNS)
+
+class _CopyUpsert:
+    """PostgreSQL: COPY a batch into a temporary table, then upsert it in one statement.
+
+    With ``replaced`` (a condition on the existing rows, as ``a``), the call first returns
+    the (start_at, end_at) of the rows meeting it that the batch is about to replace.
+    """
+
+    def __init__(
+        self,
+        table: str,
+        columns: Sequence[str],
+        key: Sequence[str],
+        *,
+        replaced: str | None = None,
+    ) -> None:
+        listed = ", ".join(columns)
+        incoming = f"{table}_in"
         self.create = (
-            "CREATE TEMPORARY TABLE IF NOT EXISTS attempts_in ON COMMIT DELETE ROWS AS "
-            f"SELECT {columns} FROM job_attempts WITH NO DATA"
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {incoming} ON COMMIT DELETE ROWS AS "
+            f"SELECT {listed} FROM {table} WITH NO DATA"
         )
-        self.copy = f"COPY attempts_in ({columns}) FROM STDIN"
+        self.copy = f"COPY {incoming} ({listed}) FROM STDIN"
         self.merge = (
-            f"INSERT INTO job_attempts ({columns}) SELECT {columns} FROM attempts_in "
-            f"ON CONFLICT ({', '.join(_NATURAL_KEY)}) DO UPDATE SET "
-            + ", ".join(f"{name} = excluded.{name}" for name in updated)
+            f"INSERT INTO {table} ({listed}) SELECT {listed} FROM {incoming} "
+            f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET "
+            + ", ".join(f"{name} = excluded.{name}" for name in columns if name not in key)
         )
-        self.replaced = (
-            "SELECT a.start_at, a.end_at FROM job_attempts a JOIN attempts_in i USING "
-            f"({', '.join(_NATURAL_KEY)}) WHERE a.end_at IS NOT NULL"
+        self.replaced = replaced and (
+            f"SELECT a.start_at, a.end_at FROM {table} a JOIN {incoming} i USING "
+            f"({', '.join(key)}) WHERE {replaced}"
         )
-        self.key = [_ATTEMPT_COLUMNS.index(name) for name in _NATURAL_KEY]
+        self.key = [columns.index(name) for name in key]
 
     def __call__(self, connection: Connection, rows: list[tuple[Any, ...]]) -> list[_Span]:
         # One statement may not update a row twice: the last of a key's rows wins, as it
@@ -353,7 +420,7 @@ class _CopyUpsert:
         with cursor.copy(self.copy) as copy:
             for row in unique.values():
                 copy.write_row(row)
-        replaced: list[_Span] = cursor.execute(self.replaced).fetchall()
+        replaced: list[_Span] = cursor.execute(self.replaced).fetchall() if self.replaced else []
         cursor.execute(self.merge)
         return replaced
 

@@ -19,7 +19,7 @@ from hpcbridge.backends.slurm.accounting import (
     parse_runs,
     submitted_before,
 )
-from hpcbridge.jobs.records import NOT_AN_ARRAY, AttemptRecord
+from hpcbridge.jobs.records import NOT_AN_ARRAY, AttemptRecord, StepRecord
 
 DATA = Path(__file__).parents[1] / "data" / "slurm" / "sacct_ledger.txt"
 
@@ -44,7 +44,7 @@ def test_fixture_has_the_fields_the_parser_reads() -> None:
     assert widths == {len(cli.SACCT_LEDGER_FIELDS)}
 
 
-def test_a_completed_job_with_its_steps_folded_in() -> None:
+def test_a_completed_job_with_its_steps_folded_in_and_its_srun_step_kept() -> None:
     job = records()[("101", NOT_AN_ARRAY, 1)]
     assert job == AttemptRecord(
         job_id="101",
@@ -72,6 +72,24 @@ def test_a_completed_job_with_its_steps_folded_in() -> None:
         req_mem_mb=4000,
         max_rss_mb=1536.0,  # the largest step: extern's 1.50G, over batch's 3104K
         cpu_time_s=3723.0,  # TotalCPU "01:02:03" of the job line, the sum of its steps
+        steps=(  # step 0 only: batch and extern repeat the job's own line
+            StepRecord(
+                step_id="0",
+                state=JobState.COMPLETED,
+                name="solver",
+                start=at(10, 0, 6),
+                end=at(10, 10),
+                elapsed_s=594,
+                exit_code=0,
+                exit_signal=0,
+                node_list="node[01-02]",
+                alloc_cpus=8,
+                alloc_gpus=0,
+                tres="cpu=8,mem=4000M,node=2",
+                max_rss_mb=0.5,
+                cpu_time_s=3713.0,
+            ),
+        ),
     )
 
 

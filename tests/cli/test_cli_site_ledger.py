@@ -56,6 +56,7 @@ EXPECTED = {
     ("ledger", "upgrade"): LEDGER_ONLY,
     ("ledger", "import-swf"): LEDGER_ONLY,  # a trace file, filed under --cluster
     ("ledger", "sync"): CLUSTER_AND_LEDGER,
+    ("ledger", "steps"): LEDGER_ONLY,  # a job's steps as synced, filed under --cluster
     ("report", "usage"): LEDGER_ONLY,  # clusters in the ledger: --cluster
     ("report", "grant"): LEDGER_ONLY,
     ("report", "sla"): LEDGER_ONLY,  # shares from a site's clients: --clients-of

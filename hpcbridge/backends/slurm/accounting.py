@@ -7,6 +7,12 @@ record one line per step (batch, extern, 0, 1 ...) with the same DBIndex. Facts 
 
 - Steps carry MaxRSS, job lines do not: a run's max_rss_mb is the largest of its steps'.
   TotalCPU on the job line is already the sum over the steps sacct printed.
+- Step lines have the job line's fields; what a step asked for is in its own AllocTRES
+  ("cpu=1,gres/gpu:a100=1,gres/gpu=1,mem=500M,node=1" for ``srun --gres=gpu:1``). The numbered
+  steps (``srun`` calls: "123.0", "123_4.1") become the run's StepRecords. ``batch`` and
+  ``extern`` do not: they span the whole run and repeat its line (the batch step's exit code
+  is the job's, its MaxRSS is already folded in), and recording them would triple the rows of
+  the ordinary batch job, which has no other step.
 - A requeued job's later runs have a Submit equal to the requeue time, which is also the End of
   the run before; DBIndex grows with every run, so it orders the runs of a job.
 - A job that never started is printed with Start equal to End, but it has no AllocTRES; its
@@ -26,9 +32,9 @@ from datetime import datetime
 from functools import lru_cache
 
 from hpcbridge.backends.slurm.cli import FIELD_SEPARATOR, SACCT_LEDGER_FIELDS, sacct_time
-from hpcbridge.backends.slurm.parse import optional, slurm_state, utc_time
+from hpcbridge.backends.slurm.parse import optional, slurm_state, tres_gpus, utc_time
 from hpcbridge.errors import SchedulerError
-from hpcbridge.jobs.records import NOT_AN_ARRAY, AttemptRecord
+from hpcbridge.jobs.records import NOT_AN_ARRAY, AttemptRecord, StepRecord
 from hpcbridge.jobs.units import is_decimal, memory_megabytes
 
 log = logging.getLogger(__name__)
@@ -36,13 +42,11 @@ log = logging.getLogger(__name__)
 _WIDTH = len(SACCT_LEDGER_FIELDS)
 _SUBMIT = SACCT_LEDGER_FIELDS.index("Submit")
 _MAX_RSS = SACCT_LEDGER_FIELDS.index("MaxRSS")
-# AllocTRES: "billing=1,cpu=1,gres/gpu:a100=1,gres/gpu=1,mem=1G,node=1"; the untyped count.
-_GPU_TRES = "gres/gpu="
 
 
 @dataclass(slots=True)
 class SacctRun:
-    """One job record (one run of a job or array task) with its steps folded in, not yet numbered.
+    """One job record (one run of a job or array task) with its steps, not yet numbered.
 
     The job's line is kept as sacct printed it until ``record`` converts it, once the run's
     attempt number is known: it is parsed once, never for runs replaced by a fuller reading of
@@ -55,6 +59,7 @@ class SacctRun:
     job_spec: str  # the run's job as ``sacct --jobs`` takes it: "123", "123_4", "123+1"
     line: str
     max_rss_mb: float | None = None
+    steps: list[str] | None = None  # the numbered steps' lines, as printed
 
     @property
     def submitted(self) -> str:
@@ -115,17 +120,18 @@ class SacctRun:
             node_list=None if node_list == "None assigned" else optional(node_list),
             node_count=nodes,
             alloc_cpus=alloc_cpus,
-            alloc_gpus=_gpus(tres),
+            alloc_gpus=tres_gpus(tres),
             tres=tres or None,
             req_walltime_s=int(time_limit) * 60 if is_decimal(time_limit) else None,
             req_mem_mb=_requested_memory(req_mem, alloc_cpus, nodes),
             max_rss_mb=self.max_rss_mb,
             cpu_time_s=_cpu_seconds(total_cpu),
+            steps=tuple(_step(line) for line in self.steps) if self.steps else (),
         )
 
 
 def parse_runs(stdout: str) -> list[SacctRun]:
-    """The runs in sacct output built with cli.SACCT_LEDGER_FIELDS, steps folded into them.
+    """The runs in sacct output built with cli.SACCT_LEDGER_FIELDS, each with its steps.
 
     Only the fields that place a line are split off here; SacctRun.record reads the rest.
     """
@@ -143,6 +149,11 @@ def parse_runs(stdout: str) -> list[SacctRun]:
             used = _megabytes(rss) if rss and run is not None else None
             if run is not None and used is not None and (run.max_rss_mb or -1.0) < used:
                 run.max_rss_mb = used
+            if run is not None and is_decimal(job.rpartition(".")[2]):
+                if run.steps is None:
+                    run.steps = [line]
+                else:
+                    run.steps.append(line)
             continue
         base, _, task = job.partition("_")
         if task and not is_decimal(task):
@@ -186,19 +197,57 @@ def submitted_before(runs: Iterable[SacctRun], moment: datetime) -> list[str]:
     return sorted({run.job_spec for run in runs if run.submitted < cut})
 
 
+def _step(line: str) -> StepRecord:
+    """A numbered step's line (the job line's fields) as a StepRecord."""
+    fields = line.split(FIELD_SEPARATOR)
+    if len(fields) != _WIDTH:
+        raise SchedulerError(f"expected {_WIDTH} fields from sacct: {line!r}")
+    (
+        job,
+        _db_index,
+        name,
+        _user,
+        _account,
+        _partition,
+        _qos,
+        _submit,
+        _eligible,
+        start,
+        end,
+        elapsed,
+        state,
+        exit_code,
+        _reason,
+        node_list,
+        _node_count,
+        cpus,
+        tres,
+        _time_limit,
+        _req_mem,
+        max_rss,
+        total_cpu,
+    ) = fields
+    code, _, signal = exit_code.partition(":")
+    return StepRecord(
+        step_id=job.rpartition(".")[2],
+        state=slurm_state(state),
+        name=name or None,
+        start=utc_time(start),
+        end=utc_time(end),
+        elapsed_s=_count(elapsed),
+        exit_code=_count(code),
+        exit_signal=_count(signal),
+        node_list=None if node_list == "None assigned" else optional(node_list),
+        alloc_cpus=_count(cpus),
+        alloc_gpus=tres_gpus(tres),
+        tres=tres or None,
+        max_rss_mb=_megabytes(max_rss) if max_rss else None,
+        cpu_time_s=_cpu_seconds(total_cpu),
+    )
+
+
 def _count(text: str) -> int | None:
     return int(text) if is_decimal(text) else None
-
-
-def _gpus(tres: str) -> int | None:
-    """The GPU count in AllocTRES: 0 when it lists none, None when nothing was allocated."""
-    if not tres:
-        return None
-    at = tres.find(_GPU_TRES)
-    if at < 0:
-        return 0
-    value = tres[at + len(_GPU_TRES) :].split(",", 1)[0]
-    return int(value) if is_decimal(value) else None
 
 
 @lru_cache(maxsize=4096)

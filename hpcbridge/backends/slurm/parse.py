@@ -13,6 +13,7 @@ from hpcbridge.jobs.state import JobInfo, JobState
 from hpcbridge.jobs.units import is_decimal
 
 log = logging.getLogger(__name__)
+_GPU_TRES = "gres/gpu="
 
 # squeue(1) and sacct(1), section "JOB STATE CODES" (Slurm 22.05). Both long and compact
 # forms are listed so either output style parses. Held requeues and reservation holds are
@@ -239,6 +240,18 @@ def _rows(stdout: str, width: int) -> Iterator[list[str]]:
 def optional(value: str) -> str | None:
     """None for the words Slurm prints when a field has no value ("None", "Unknown" ...)."""
     return None if value in _EMPTY else value
+
+
+def tres_gpus(tres: str) -> int | None:
+    """The GPU count in a TRES list ("billing=1,cpu=1,gres/gpu:a100=1,gres/gpu=1,mem=1G"): the
+    untyped count; 0 when it lists none, None when nothing was allocated."""
+    if not tres:
+        return None
+    at = tres.find(_GPU_TRES)
+    if at < 0:
+        return 0
+    value = tres[at + len(_GPU_TRES) :].split(",", 1)[0]
+    return int(value) if is_decimal(value) else None
 
 
 def utc_time(value: str) -> datetime | None:

@@ -17,6 +17,10 @@ with ``sacct --jobs`` and no start time (cli.sacct_history), in batches. That se
 also matters for usage: with a start time, sacct leaves out steps that ended before it, which
 would shrink TotalCPU and MaxRSS of jobs running across the window's start.
 
+Steps. Each run carries its numbered steps (the ``srun`` calls inside it, read from the same
+output: accounting.parse_runs), which the ledger keeps under the run; the whole-job reading
+above is what gives a run crossing the window's start all of its steps.
+
 Windows are all complete: sacct has no "today's file". The overlap (default an hour) absorbs
 records that reach slurmdbd late (slurmctld queues them while slurmdbd is away); after a
 longer slurmdbd outage, sync once with a larger overlap.
