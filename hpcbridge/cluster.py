@@ -405,14 +405,23 @@ class Cluster:
         python: str | None = None,
         root: str | Path | None = None,
         max_workers: int | None = None,
+        gpus_per_call: int = 0,
     ) -> AllocationExecutor:
         """An executor whose calls are job steps of the Slurm allocation this process runs in
         (``salloc``, a batch job): ``srun --exact`` steps, as many at once as it has tasks (or
-        ``max_workers``), the rest waiting here; no queue wait per call. Files and errors as
-        for ``executor``."""
+        ``max_workers``), the rest waiting here; no queue wait per call. With
+        ``gpus_per_call``, each step gets that many of the allocation's GPUs (and sees only
+        those), and no more calls run at once than its GPUs allow; more than it has is
+        refused (SpecError). Files and errors as for ``executor``."""
         from hpcbridge.executor.allocation import in_allocation
 
-        return in_allocation(self.site.scheduler, python=python, root=root, max_workers=max_workers)
+        return in_allocation(
+            self.site.scheduler,
+            python=python,
+            root=root,
+            max_workers=max_workers,
+            gpus_per_call=gpus_per_call,
+        )
 
     def close(self) -> None:
         """Release the transport's (and a REST driver's) connections."""

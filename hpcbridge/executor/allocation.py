@@ -1,5 +1,6 @@
 """``Cluster.allocation()``: calls run as job steps of the Slurm allocation this process is in
-(an ``salloc``, or a batch job), as many at once as it has tasks, the rest waiting here.
+(an ``salloc``, or a batch job), as many at once as it has tasks (and, with ``gpus_per_call``,
+as its GPUs allow), the rest waiting here.
 
 No job is queued per call: each is one ``srun --exact`` step, started by a thread of a
 concurrent.futures.ThreadPoolExecutor and waited for through the local transport, its call
@@ -18,8 +19,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from hpcbridge.backends.slurm import cli
-from hpcbridge.errors import ConfigError
+from hpcbridge.backends.commands import SchedulerCommands
+from hpcbridge.backends.slurm import cli, parse
+from hpcbridge.backends.slurm.backend import ERRORS
+from hpcbridge.errors import ConfigError, SpecError
 from hpcbridge.executor import outcome, payload
 from hpcbridge.executor.pool import WORKER_MODULE
 from hpcbridge.files import write_atomically
@@ -28,13 +31,20 @@ from hpcbridge.transports.local import LocalTransport
 
 # A step lasts as long as its call, at most as long as the allocation: no command timeout.
 _STEP_LIMIT_S = 7 * 24 * 3600.0
+_QUERY_LIMIT_S = 60.0
 
 
 def in_allocation(
-    scheduler: str, *, python: str | None, root: str | Path | None, max_workers: int | None
+    scheduler: str,
+    *,
+    python: str | None,
+    root: str | Path | None,
+    max_workers: int | None,
+    gpus_per_call: int = 0,
 ) -> AllocationExecutor:
     """The executor for the Slurm allocation this process runs in, with as many workers as
-    it has tasks (Slurm's own variables) unless ``max_workers`` says; refused elsewhere."""
+    it has tasks (Slurm's own variables) unless ``max_workers`` says, and no more than its
+    GPUs hold calls of ``gpus_per_call`` GPUs each; refused elsewhere."""
     if scheduler != "slurm":
         raise ConfigError(
             f"Cluster.allocation is built for Slurm only; on {scheduler} submit through "
@@ -47,11 +57,38 @@ def in_allocation(
             "SLURM_JOB_ID is not set here"
         )
     tasks = int(os.environ.get("SLURM_NTASKS") or os.environ.get("SLURM_CPUS_ON_NODE") or 1)
-    return AllocationExecutor(job_id, max_workers or tasks, python=python, root=root)
+    workers = max_workers or tasks
+    if gpus_per_call:
+        workers = min(workers, allocation_gpus(job_id, gpus_per_call) // gpus_per_call)
+    return AllocationExecutor(
+        job_id, workers, python=python, root=root, gpus_per_call=gpus_per_call
+    )
+
+
+def allocation_gpus(job_id: str, wanted: int) -> int:
+    """How many GPUs allocation ``job_id`` holds on all its nodes, refusing calls of
+    ``wanted`` GPUs that could never fit.
+
+    Asked of the controller (``scontrol show job``: its allocated TRES), because Slurm 22.05
+    sets no GPU variable in an salloc shell given --gres (SLURM_JOB_GPUS and
+    SLURM_GPUS_ON_NODE exist only in batch scripts, SLURM_GPUS only for --gpus).
+    """
+    if wanted < 0:
+        raise SpecError(f"gpus_per_call must be 0 or more, not {wanted}")
+    commands = SchedulerCommands(LocalTransport(_QUERY_LIMIT_S), ERRORS)
+    tres = parse.parse_job_tres(commands.run(cli.scontrol_show_job(job_id)).stdout)
+    gpus = parse.tres_gpus(tres) or 0
+    if wanted > gpus:
+        raise SpecError(
+            f"gpus_per_call={wanted} is more than allocation {job_id} has: {gpus} GPUs "
+            f"(TRES={tres})"
+        )
+    return gpus
 
 
 class AllocationExecutor(ThreadPoolExecutor):
-    """Runs Python calls as steps of one allocation, ``max_workers`` at a time."""
+    """Runs Python calls as steps of one allocation, ``max_workers`` at a time, each step
+    asking for ``gpus_per_call`` of its GPUs."""
 
     def __init__(
         self,
@@ -60,11 +97,13 @@ class AllocationExecutor(ThreadPoolExecutor):
         *,
         python: str | None = None,
         root: str | Path | None = None,
+        gpus_per_call: int = 0,
     ) -> None:
         payload.require_cloudpickle()
         super().__init__(max_workers=max_workers, thread_name_prefix="hpcbridge-step")
         self.job_id = job_id
         self.python = python or sys.executable
+        self.gpus_per_call = gpus_per_call
         base = Path(root) if root is not None else Path.cwd() / ".hpcbridge-tasks"
         self.folder = base.resolve() / uuid.uuid4().hex[:12]
         self._transport = LocalTransport(_STEP_LIMIT_S)  # the allocation is where we run
@@ -86,6 +125,7 @@ class AllocationExecutor(ThreadPoolExecutor):
             command,
             stdout=str(folder / "stdout"),
             stderr=str(folder / payload.STDERR_FILE),
+            gpus=self.gpus_per_call,
         )
         result = self._transport.run(argv, timeout=_STEP_LIMIT_S)
         if outcome.result_exists(folder):

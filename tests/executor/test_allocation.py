@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cloudpickle
@@ -36,24 +37,29 @@ def fails(value: int) -> int:
     raise ValueError(f"{value} is not allowed here")
 
 
-@pytest.fixture
-def allocation(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+@contextmanager
+def held_allocation(monkeypatch: pytest.MonkeyPatch, tasks: int, *options: str) -> Iterator[str]:
+    """An ``salloc --no-shell`` of ``tasks`` tasks, this process seeing it as its own
+    (SLURM_JOB_ID, SLURM_NTASKS), cancelled at the end."""
+    argv = ["salloc", f"--ntasks={tasks}", *options, "--no-shell", "--time=10"]
     granted = subprocess.run(
-        ["salloc", f"--ntasks={TASKS}", "--no-shell", "--time=10", "--job-name=alloc-test"],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=True,
+        [*argv, "--job-name=alloc-test"], capture_output=True, text=True, timeout=180, check=True
     )
     found = re.search(r"Granted job allocation (\d+)", granted.stderr)
     assert found, granted.stderr
     job_id = found.group(1)
     monkeypatch.setenv("SLURM_JOB_ID", job_id)
-    monkeypatch.setenv("SLURM_NTASKS", str(TASKS))
+    monkeypatch.setenv("SLURM_NTASKS", str(tasks))
     try:
         yield job_id
     finally:
         subprocess.run(["scancel", job_id], check=False)
+
+
+@pytest.fixture
+def allocation(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    with held_allocation(monkeypatch, TASKS) as job_id:
+        yield job_id
 
 
 @pytest.mark.slurm

@@ -181,10 +181,14 @@ def scancel(job_ids: Sequence[str]) -> list[str]:
     return ["scancel", "--verbose", *job_ids]
 
 
-def srun_step(job_id: str, command: Sequence[str], *, stdout: str, stderr: str) -> list[str]:
+def srun_step(
+    job_id: str, command: Sequence[str], *, stdout: str, stderr: str, gpus: int = 0
+) -> list[str]:
     """One task as a step of allocation ``job_id``: one task on one CPU (--exact takes only
-    those, so steps run side by side), its output to the files given, srun's own chatter off.
-    A step that does not fit waits inside srun until one ends."""
+    those, so steps run side by side) and ``gpus`` of the allocation's GPUs (--gres=gpu:N; on
+    22.05 the step then sees only those in CUDA_VISIBLE_DEVICES, while a step asking for none
+    sees them all), its output to the files given, srun's own chatter off. A step that does
+    not fit waits inside srun until one ends."""
     return [
         "srun",
         f"--jobid={job_id}",
@@ -192,6 +196,7 @@ def srun_step(job_id: str, command: Sequence[str], *, stdout: str, stderr: str) 
         "--nodes=1",
         "--ntasks=1",
         "--cpus-per-task=1",
+        *([f"--gres=gpu:{gpus}"] if gpus else []),
         f"--output={stdout}",
         f"--error={stderr}",
         "--quiet",
@@ -210,6 +215,11 @@ def scontrol_priority(job_ids: Sequence[str], qos: str | None, nice: int | None)
 def scontrol(verb: str, job_ids: Sequence[str]) -> list[str]:
     """``scontrol hold|release|requeue`` for a comma-separated job list."""
     return ["scontrol", verb, ",".join(job_ids)]
+
+
+def scontrol_show_job(job_id: str) -> list[str]:
+    """One job on one line (parse.parse_job_tres reads its TRES, what it was allocated)."""
+    return ["scontrol", "show", "job", "--oneliner", job_id]
 
 
 def scontrol_show_config() -> list[str]:

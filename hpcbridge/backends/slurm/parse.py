@@ -254,6 +254,15 @@ def tres_gpus(tres: str) -> int | None:
     return int(value) if is_decimal(value) else None
 
 
+def parse_job_tres(stdout: str) -> str:
+    """TRES= of ``scontrol show job --oneliner`` (cli.scontrol_show_job): what a running job
+    was allocated ("cpu=2,mem=1000M,node=1,billing=2,gres/gpu=2,gres/gpu:a100=2")."""
+    for field in stdout.split():
+        if field.startswith("TRES="):
+            return field.removeprefix("TRES=")
+    raise SchedulerError(f"scontrol show job printed no TRES=: {stdout.strip()[:200]!r}")
+
+
 def utc_time(value: str) -> datetime | None:
     """A time printed under UTC_ENV ("2026-11-23T15:01:28"), or None for "Unknown" and such.
 
