@@ -29,7 +29,7 @@ from hpcbridge.cli.options import (
 
 if TYPE_CHECKING:
     from hpcbridge.forecast.campaign import CampaignForecast, PlannedJob
-    from hpcbridge.forecast.evaluate import Evaluation
+    from hpcbridge.forecast.scores import Evaluation
     from hpcbridge.site import SiteConfig
     from hpcbridge.workflows.model import Workflow
 
@@ -204,7 +204,7 @@ def _summary(results: list[Evaluation]) -> list[dict[str, Any]]:
 
 
 def _print_evaluation(result: Evaluation) -> None:
-    from hpcbridge.forecast.evaluate import group_wins
+    from hpcbridge.forecast.targets import group_wins
 
     click.echo(f"{result.trace}: months {result.months[0]} .. {result.months[-1]}")
     header = f"{'level':8} {'method':20} {'h':>2} {'n':>6} {'medAPE':>7} {'±10%':>5} {'wErr':>5}"

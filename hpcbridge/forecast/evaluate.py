@@ -23,14 +23,13 @@ as long as it ran: a walltime that wide keeps it from backfilling).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import heapq
 import math
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -41,12 +40,12 @@ from hpcbridge.forecast.combine import BASELINES, combined
 from hpcbridge.forecast.model import SCORED_MEAN, forecast
 from hpcbridge.forecast.monthly import add_months, first_full_month, job_series, month_start
 from hpcbridge.forecast.runtime import FINISHED_STATES, FinishedJob, RuntimeHistory
+from hpcbridge.forecast.scores import Evaluation, Score, score, scored_rows
+from hpcbridge.forecast.targets import targets
 from hpcbridge.ledger.sources.swf import SwfTrace
 
 WARMUP = 3
 HORIZONS = (1, 3)
-GROUP_TARGET, GROUP_STRETCH = 0.75, 0.5
-"""The issue's per-group target: median APE at most 0.75x the last-month baseline's."""
 
 
 @dataclass(frozen=True)
@@ -63,48 +62,6 @@ class TraceJobs:
     account: Ints
     users: tuple[str | None, ...]  # by index; None: the trace does not say
     accounts: tuple[str | None, ...]
-
-
-@dataclass(frozen=True)
-class Score:
-    """One method's errors at one level (account, user, machine; or job) and horizon."""
-
-    level: str
-    method: str
-    horizon: int
-    count: int
-    median_ape: float
-    within_10: float
-    weighted_error: float
-    coverage: float | None = None
-    under_predicted: float | None = None  # share of jobs predicted shorter than they ran
-    over_predicted: float | None = None  # ... and predicted at least twice as long
-    group: str | None = None  # None: pooled over the level's groups
-
-
-@dataclass(frozen=True)
-class Target:
-    """A target of the issue against what was measured."""
-
-    name: str
-    goal: str
-    measured: str
-    met: bool
-
-
-@dataclass
-class Evaluation:
-    """Everything one harness run measured."""
-
-    trace: str
-    months: list[str]
-    usage: list[Score] = field(default_factory=list)
-    groups: list[Score] = field(default_factory=list)
-    runtime: list[Score] = field(default_factory=list)
-    targets: list[Target] = field(default_factory=list)
-    chosen: dict[str, dict[str, int]] = field(default_factory=dict)  # "account h=1": origins
-    seconds: float = 0.0  # scoring
-    read_seconds: float = 0.0  # parsing the trace, set by whoever read it
 
 
 def read_trace(
@@ -262,56 +219,16 @@ def _score_usage(
     per_group: list[Score] = []
     for (name, horizon), parts in collected.items():
         table = np.concatenate(parts)
-        scores.append(_scored_rows(level, name, horizon, table))
+        scores.append(scored_rows(level, name, horizon, table))
         if level != "machine" and horizon == 1 and name in _PER_GROUP:
             for row in np.unique(table[:, 0]):
                 rows = table[table[:, 0] == row]
-                per_group.append(_scored_rows(level, name, horizon, rows, names[int(row)]))
+                per_group.append(scored_rows(level, name, horizon, rows, names[int(row)]))
     return scores, per_group, chosen
 
 
 _PER_GROUP = ("model", "last month")
 QUEUE_FLOOR = "model, queue floor"
-
-
-def _scored_rows(
-    level: str, method: str, horizon: int, table: Floats, group: str | None = None
-) -> Score:
-    """Score rows of (group, forecast, actual[, low, high])."""
-    coverage = None
-    if table.shape[1] == 5:
-        covered = (table[:, 3] <= table[:, 2]) & (table[:, 2] <= table[:, 4])
-        coverage = float(covered.mean())
-    score = _score(level, method, horizon, table[:, 1], table[:, 2], coverage=coverage)
-    return score if group is None else dataclasses.replace(score, group=group)
-
-
-def _score(
-    level: str,
-    method: str,
-    horizon: int,
-    predicted: Floats,
-    actual: Floats,
-    *,
-    coverage: float | None = None,
-    under: float | None = None,
-    over: float | None = None,
-) -> Score:
-    error = np.abs(predicted - actual)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ape = np.where(actual > 0, error / actual, np.where(error == 0, 0.0, np.inf))
-    return Score(
-        level=level,
-        method=method,
-        horizon=horizon,
-        count=len(actual),
-        median_ape=float(np.median(ape)),
-        within_10=float(np.mean(ape <= 0.1)),
-        weighted_error=float(error.sum() / actual.sum()) if actual.sum() > 0 else float("nan"),
-        coverage=coverage,
-        under_predicted=under,
-        over_predicted=over,
-    )
 
 
 def _score_runtime(jobs: TraceJobs) -> list[Score]:
@@ -357,70 +274,5 @@ def _score_runtime(jobs: TraceJobs) -> list[Score]:
         guesses = np.array(values)
         under = float(np.mean(guesses < real)) if len(real) else float("nan")
         over = float(np.mean(guesses >= 2 * real)) if len(real) else float("nan")
-        scores.append(_score("job", name, 0, guesses, real, under=under, over=over))
+        scores.append(score("job", name, 0, guesses, real, under=under, over=over))
     return scores
-
-
-def group_wins(result: Evaluation, level: str) -> tuple[int, int, int]:
-    """In how many of the level's groups the model's median APE (one month ahead) is below
-    last month's, in how many it is the same, and of how many groups."""
-    by_group: dict[str | None, dict[str, float]] = {}
-    for score in result.groups:
-        if score.level == level:
-            by_group.setdefault(score.group, {})[score.method] = score.median_ape
-    wins = sum(1 for ape in by_group.values() if ape["model"] < ape["last month"])
-    ties = sum(1 for ape in by_group.values() if ape["model"] == ape["last month"])
-    return wins, ties, len(by_group)
-
-
-def targets(result: Evaluation) -> list[Target]:
-    """The issue's targets, against what this run measured on one trace."""
-    usage = {(s.level, s.method, s.horizon): s for s in result.usage}
-    runtime = {s.method: s for s in result.runtime}
-    found: list[Target] = []
-    model, naive = usage.get(("account", "model", 1)), usage.get(("account", "last month", 1))
-    if model and naive:
-        bound = GROUP_TARGET * naive.median_ape
-        found.append(
-            Target(
-                "per-group median APE (h=1)",
-                f"<= {GROUP_TARGET}x last-month's ({bound:.0%}; stretch "
-                f"{GROUP_STRETCH}x: {GROUP_STRETCH * naive.median_ape:.0%})",
-                f"{model.median_ape:.0%} ({model.median_ape / naive.median_ape:.2f}x)"
-                if naive.median_ape > 0
-                else f"{model.median_ape:.0%}",
-                model.median_ape <= bound,
-            )
-        )
-    machine = usage.get(("machine", "model", 1))
-    if machine:
-        found.append(
-            Target(
-                "machine total within +-10% (h=1)",
-                ">= 85% of months",
-                f"{machine.within_10:.0%} of {machine.count}",
-                machine.within_10 >= 0.85,
-            )
-        )
-    job = runtime.get("model")
-    if job:
-        found.append(
-            Target(
-                "per-job runtime median APE",
-                "<= 25%",
-                f"{job.median_ape:.0%}",
-                job.median_ape <= 0.25,
-            )
-        )
-    for level in ("account", "machine"):
-        score = usage.get((level, "model", 1))
-        if score and score.coverage is not None:
-            found.append(
-                Target(
-                    f"80% interval coverage, {level} (h=1)",
-                    "75-85%",
-                    f"{score.coverage:.0%}",
-                    0.75 <= score.coverage <= 0.85,
-                )
-            )
-    return found
