@@ -407,12 +407,13 @@ class Cluster:
         max_workers: int | None = None,
         gpus_per_call: int = 0,
     ) -> AllocationExecutor:
-        """An executor whose calls are job steps of the Slurm allocation this process runs in
-        (``salloc``, a batch job): ``srun --exact`` steps, as many at once as it has tasks (or
-        ``max_workers``), the rest waiting here; no queue wait per call. With
+        """An executor whose calls run inside the job this process runs in, the rest waiting
+        here; no queue wait per call. In a Slurm allocation (``salloc``, a batch job) they are
+        ``srun --exact`` steps, as many at once as it has tasks (or ``max_workers``); with
         ``gpus_per_call``, each step gets that many of the allocation's GPUs (and sees only
         those), and no more calls run at once than its GPUs allow; more than it has is
-        refused (SpecError). Files and errors as for ``executor``."""
+        refused (SpecError). In a PBS job on one host they are processes of the job, as many
+        at once as its NCPUS. Files and errors as for ``executor``."""
         from hpcbridge.executor.allocation import in_allocation
 
         return in_allocation(

@@ -97,12 +97,12 @@ def test_a_step_raising_is_raised_here_and_a_missing_python_named(
     assert missing in str(caught.value)  # srun's complaint, in the stderr tail
 
 
-def test_outside_an_allocation_or_off_slurm_it_is_refused(
+def test_outside_an_allocation_or_on_the_local_backend_it_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     with pytest.raises(ConfigError, match="SLURM_JOB_ID is not set"):
         Cluster.from_site("test-slurm").allocation(root=tmp_path)
     monkeypatch.setenv("SLURM_JOB_ID", "12")
-    with pytest.raises(ConfigError, match="Slurm only; on local"):
+    with pytest.raises(ConfigError, match="inside a Slurm or PBS job; a local site has none"):
         Cluster.local(tmp_path / "state").allocation(root=tmp_path)
