@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from allocation_calls import run_calls
+
 from hpcbridge import Cluster
 from hpcbridge.errors import SpecError
 
@@ -39,7 +41,6 @@ def main(site: str, out: str, calls: int, gpus_per_call: int, failing: int) -> N
             name: os.environ.get(name)
             for name in ("SLURM_JOB_GPUS", "SLURM_GPUS_ON_NODE", "CUDA_VISIBLE_DEVICES")
         },
-        "results": [],
     }
     with Cluster.from_site(site) as cluster:
         if gpus_per_call:
@@ -50,12 +51,7 @@ def main(site: str, out: str, calls: int, gpus_per_call: int, failing: int) -> N
                 report["refused"] = str(refused)
         with cluster.allocation(root=folder, gpus_per_call=gpus_per_call) as pool:
             report["workers"] = pool._max_workers
-            futures = [pool.submit(seen, index, failing) for index in range(calls)]
-            for index, future in enumerate(futures):
-                try:
-                    report["results"].append(future.result())
-                except ValueError as error:
-                    report["results"].append({"index": index, "raised": str(error)})
+            report["results"] = run_calls(pool, seen, calls, failing)
     Path(out).write_text(json.dumps(report))
 
 

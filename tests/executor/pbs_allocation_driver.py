@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from allocation_calls import run_calls
+
 from hpcbridge import Cluster, SiteConfig
 
 
@@ -30,18 +32,13 @@ def seen(index: int, failing: int) -> dict[str, Any]:
 
 
 def main(out: str, calls: int, failing: int) -> None:
-    report: dict[str, Any] = {"job": os.environ["PBS_JOBID"], "results": []}
+    report: dict[str, Any] = {"job": os.environ["PBS_JOBID"]}
     with (
         Cluster(SiteConfig.load("test-pbs")) as cluster,
         cluster.allocation(root=Path(out).parent / "tasks") as pool,
     ):
         report["workers"] = pool._max_workers
-        futures = [pool.submit(seen, index, failing) for index in range(calls)]
-        for index, future in enumerate(futures):
-            try:
-                report["results"].append(future.result())
-            except ValueError as error:
-                report["results"].append({"index": index, "raised": str(error)})
+        report["results"] = run_calls(pool, seen, calls, failing)
     Path(out).write_text(json.dumps(report))
 
 

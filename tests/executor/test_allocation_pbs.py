@@ -13,9 +13,9 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from allocation_calls import most_at_once
 from pbs_plugin import PbsEmulator
 
 from hpcbridge import Cluster, JobSpec, JobState, SiteConfig
@@ -33,19 +33,6 @@ def cluster(
     pbs_emulator.configure(operators=[])
     with Cluster(SiteConfig.load("test-pbs")) as pbs:
         yield pbs
-
-
-def most_at_once(results: list[dict[str, Any]]) -> int:
-    """The most calls running at one moment, from the times the calls themselves took."""
-    moments = sorted(
-        [(r["start"], 1) for r in results if "start" in r]
-        + [(r["end"], -1) for r in results if "end" in r]
-    )
-    running = peak = 0
-    for _, change in moments:  # an end sorts before a start at the same moment
-        running += change
-        peak = max(peak, running)
-    return peak
 
 
 def test_calls_run_in_the_job_ncpus_at_once_and_an_exception_comes_back(

@@ -19,6 +19,7 @@ from typing import Any
 
 import cloudpickle
 import pytest
+from allocation_calls import most_at_once
 from click.testing import CliRunner
 from test_allocation import held_allocation
 
@@ -65,16 +66,6 @@ def synced_steps(ledger: Ledger, job_id: str, count: int) -> list[RecordedStep]:
         if time.monotonic() > deadline:
             pytest.fail(f"job {job_id}'s {count} steps never all ended in sacct: {steps}")
         time.sleep(1)
-
-
-def most_at_once(results: list[dict[str, Any]]) -> int:
-    """The most calls running at one moment, from the times the calls themselves took."""
-    moments = sorted([(r["start"], 1) for r in results] + [(r["end"], -1) for r in results])
-    running, most = 0, 0
-    for _, change in moments:
-        running += change
-        most = max(most, running)
-    return most
 
 
 def test_steps_are_recorded_under_the_job_with_their_exit_codes(
