@@ -10,22 +10,31 @@ steps (AttemptRecord.steps) are upserted in its batch's transaction, on their ow
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from itertools import islice
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Insert, bindparam, create_engine, delete, event, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy import Connection, Engine, Insert, bindparam, delete, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from hpcbridge.errors import LedgerError
-from hpcbridge.jobs.records import AttemptRecord, StepRecord
+from hpcbridge.jobs.records import AttemptRecord
 from hpcbridge.ledger import rollup
+from hpcbridge.ledger.engine import default_ledger_url, dialect_insert, open_engine
+from hpcbridge.ledger.rows import (
+    ATTEMPT_COLUMNS,
+    END,
+    JOB_ID,
+    NATURAL_KEY,
+    START,
+    STEP_COLUMNS,
+    STEP_KEY,
+    attempt_values,
+    culprit,
+    step_values,
+)
 from hpcbridge.ledger.schema import (
     Account,
     Allocation,
@@ -38,23 +47,7 @@ from hpcbridge.ledger.schema import (
 )
 
 BATCH_SIZE = 5000
-_NATURAL_KEY = ("cluster_id", "job_id", "array_index", "attempt")
-# The table's column order, which is the upsert's bind order: what a batch shares comes first
-# (cluster_id, source, updated_at), then what _values gives for each attempt.
-_ATTEMPT_COLUMNS = tuple(c.name for c in JobAttempt.__table__.columns if c.name != "id")
-_START, _END = _ATTEMPT_COLUMNS.index("start_at"), _ATTEMPT_COLUMNS.index("end_at")
-_JOB_ID = _ATTEMPT_COLUMNS.index("job_id")
-_STEP_KEY = ("cluster_id", "job_id", "array_index", "attempt", "step_id")
-# The step table's column order, the step upsert's bind order: cluster_id, then what
-# _step_values gives.
-_STEP_COLUMNS = tuple(c.name for c in JobStep.__table__.columns)
 _Span = tuple[int | None, int | None]
-
-
-def default_ledger_url() -> str:
-    """``$XDG_DATA_HOME/hpcbridge/ledger.sqlite``: one private ledger per user by default."""
-    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return f"sqlite:///{base / 'hpcbridge' / 'ledger.sqlite'}"
 
 
 class Ledger:
@@ -69,7 +62,7 @@ class Ledger:
         """Connect, and bring the schema to the current version unless ``upgrade`` is False."""
         from hpcbridge.ledger.migrations import check_current, upgrade_schema
 
-        ledger = cls(_engine(url or default_ledger_url()))
+        ledger = cls(open_engine(url or default_ledger_url()))
         try:
             with ledger.transaction() as connection:
                 (upgrade_schema if upgrade else check_current)(connection)
@@ -141,20 +134,18 @@ class Ledger:
                 )
                 shared = (cluster_id, source, int(datetime.now(UTC).timestamp()))
                 try:
-                    rows = [shared + _values(record, users, accounts) for record in batch]
+                    rows = [shared + attempt_values(record, users, accounts) for record in batch]
                 except LedgerError as exc:
-                    raise LedgerError(f"{_culprit(batch, users, accounts)}: {exc}") from None
+                    raise LedgerError(f"{culprit(batch, users, accounts)}: {exc}") from None
                 replaced = write(connection, rows)
                 steps = [
-                    (cluster_id, *_step_values(record, step, shared[2]))
+                    (cluster_id, *step_values(record, step, shared[2]))
                     for record in batch
                     for step in record.steps
                 ]
                 if steps:
                     write_steps(connection, steps)
-                months = rollup.touched_months(
-                    [(row[_START], row[_END]) for row in rows] + replaced
-                )
+                months = rollup.touched_months([(row[START], row[END]) for row in rows] + replaced)
                 rollup.mark_dirty(connection, cluster_id, months)
             written += len(batch)
             if progress is not None:
@@ -169,7 +160,7 @@ class Ledger:
             rollup.refresh(connection)
 
     def _attempt_writer(self) -> Callable[[Connection, list[tuple[Any, ...]]], list[_Span]]:
-        """How a batch of attempt rows (tuples in _ATTEMPT_COLUMNS order) reaches the database;
+        """How a batch of attempt rows (tuples in ATTEMPT_COLUMNS order) reaches the database;
         it returns the (start, end) of the finished rows it replaced, whose months the
         rollup must recompute too.
 
@@ -181,11 +172,11 @@ class Ledger:
         if self.engine.dialect.name == "postgresql":
             return _CopyUpsert(
                 JobAttempt.__tablename__,
-                _ATTEMPT_COLUMNS,
-                _NATURAL_KEY,
+                ATTEMPT_COLUMNS,
+                NATURAL_KEY,
                 replaced="a.end_at IS NOT NULL",
             )
-        statement = self._positional_upsert(JobAttempt.__table__, _ATTEMPT_COLUMNS, _NATURAL_KEY)
+        statement = self._positional_upsert(JobAttempt.__table__, ATTEMPT_COLUMNS, NATURAL_KEY)
 
         def executemany(connection: Connection, rows: list[tuple[Any, ...]]) -> list[_Span]:
             replaced = _sqlite_replaced(connection, rows)
@@ -195,11 +186,11 @@ class Ledger:
         return executemany
 
     def _step_writer(self) -> Callable[[Connection, list[tuple[Any, ...]]], object]:
-        """How a batch of step rows (tuples in _STEP_COLUMNS order) reaches the database: as
+        """How a batch of step rows (tuples in STEP_COLUMNS order) reaches the database: as
         attempts do, without SQLAlchemy's per-row parameter processing."""
         if self.engine.dialect.name == "postgresql":
-            return _CopyUpsert(JobStep.__tablename__, _STEP_COLUMNS, _STEP_KEY)
-        statement = self._positional_upsert(JobStep.__table__, _STEP_COLUMNS, _STEP_KEY)
+            return _CopyUpsert(JobStep.__tablename__, STEP_COLUMNS, STEP_KEY)
+        statement = self._positional_upsert(JobStep.__table__, STEP_COLUMNS, STEP_KEY)
         return lambda connection, rows: connection.exec_driver_sql(statement, rows)
 
     def _positional_upsert(self, table: Any, columns: Sequence[str], key: Sequence[str]) -> str:
@@ -282,7 +273,7 @@ class Ledger:
             connection.execute(self._upsert(table, ("account_id",), list(row)[1:]), row)
 
     def _upsert(self, table: Any, key: Sequence[str], updated: Sequence[str]) -> Insert:
-        statement = _dialect_insert(self.engine)(table)
+        statement = dialect_insert(self.engine)(table)
         upsert: Insert = statement.on_conflict_do_update(
             index_elements=list(key),
             set_={name: statement.excluded[name] for name in updated},
@@ -293,7 +284,7 @@ class Ledger:
         cached = self._ids.get((Cluster, name))
         if cached is not None:
             return cached
-        insert = _dialect_insert(self.engine)(Cluster.__table__)
+        insert = dialect_insert(self.engine)(Cluster.__table__)
         connection.execute(
             insert.on_conflict_do_nothing(index_elements=["name"]),
             {"name": name, "scheduler": scheduler},
@@ -308,7 +299,7 @@ class Ledger:
         """Ids of users or accounts by name, inserting the new ones; cached per Ledger."""
         missing = [name for name in names if (table, name) not in self._ids]
         if missing:
-            insert = _dialect_insert(self.engine)(table.__table__)
+            insert = dialect_insert(self.engine)(table.__table__)
             connection.execute(
                 insert.on_conflict_do_nothing(index_elements=["name"]),
                 [{"name": name} for name in missing],
@@ -318,64 +309,6 @@ class Ledger:
             ):
                 self._ids[(table, name)] = row_id
         return {name: self._ids[(table, name)] for name in names}
-
-
-def _values(
-    record: AttemptRecord, users: dict[str, int], accounts: dict[str, int]
-) -> tuple[Any, ...]:
-    """An attempt's own columns, in _ATTEMPT_COLUMNS order after the batch's; times in seconds."""
-    return (
-        record.job_id,
-        record.array_index,
-        record.attempt,
-        record.name,
-        users.get(record.user) if record.user else None,
-        accounts.get(record.account) if record.account else None,
-        record.partition,
-        record.qos,
-        _epoch(record.submit),
-        _epoch(record.eligible),
-        _epoch(record.start),
-        _epoch(record.end),
-        record.elapsed_s,
-        record.state.value,
-        record.exit_code,
-        record.exit_signal,
-        record.reason,
-        record.node_list,
-        record.node_count,
-        record.alloc_cpus,
-        record.alloc_gpus,
-        record.tres,
-        record.req_walltime_s,
-        record.req_mem_mb,
-        record.max_rss_mb,
-        record.cpu_time_s,
-    )
-
-
-def _step_values(record: AttemptRecord, step: StepRecord, updated_at: int) -> tuple[Any, ...]:
-    """A step's columns in _STEP_COLUMNS order after cluster_id; times in seconds."""
-    return (
-        record.job_id,
-        record.array_index,
-        record.attempt,
-        step.step_id,
-        updated_at,
-        step.name,
-        step.state.value,
-        step.exit_code,
-        step.exit_signal,
-        _epoch(step.start),
-        _epoch(step.end),
-        step.elapsed_s,
-        step.node_list,
-        step.alloc_cpus,
-        step.alloc_gpus,
-        step.tres,
-        step.max_rss_mb,
-        step.cpu_time_s,
-    )
 
 
 class _CopyUpsert:
@@ -429,92 +362,10 @@ def _sqlite_replaced(connection: Connection, rows: list[tuple[Any, ...]]) -> lis
     """(start, end) of the finished attempts these rows (of one cluster) may replace: every
     attempt of their job ids, a lookup on the unique index's prefix (matching whole keys
     with row values made SQLite scan), which at worst marks a few more months."""
-    job_ids = list({row[_JOB_ID] for row in rows})
+    job_ids = list({row[JOB_ID] for row in rows})
     found = connection.exec_driver_sql(
         "SELECT start_at, end_at FROM job_attempts WHERE cluster_id = ? AND end_at IS NOT NULL "
         f"AND job_id IN ({', '.join(['?'] * len(job_ids))})",
         (rows[0][0], *job_ids),
     )
     return [tuple(row) for row in found]
-
-
-def _culprit(
-    batch: Sequence[AttemptRecord], users: dict[str, int], accounts: dict[str, int]
-) -> str:
-    """Which record of a batch could not be written (looked for only once one could not)."""
-    for record in batch:
-        try:
-            _values(record, users, accounts)
-        except LedgerError:
-            return f"job {record.job_id} attempt {record.attempt}"
-    return "a record"  # pragma: no cover - called only after one record failed
-
-
-def _epoch(moment: datetime | None) -> int | None:
-    if moment is None:
-        return None
-    if moment.tzinfo is None:  # .timestamp() would silently read it as local time
-        raise LedgerError(f"ledger times must be timezone-aware, got {moment.isoformat()}")
-    return int(moment.timestamp())
-
-
-def _dialect_insert(engine: Engine) -> Callable[[Any], Any]:
-    """The insert construct with ON CONFLICT for this database; both dialects spell it alike."""
-    if engine.dialect.name == "sqlite":
-        return sqlite.insert
-    if engine.dialect.name == "postgresql":
-        return postgresql.insert
-    raise LedgerError(f"ledger databases are SQLite or PostgreSQL, not {engine.dialect.name}")
-
-
-def _engine(url: str) -> Engine:
-    try:
-        parsed = make_url(url)
-    except ArgumentError as exc:
-        raise LedgerError(f"ledger URL {url!r} is not a database URL: {exc}") from exc
-    if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(url, parsed.database)
-    if parsed.get_backend_name() != "postgresql":
-        raise LedgerError(f"ledger URL {url!r}: only sqlite:// and postgresql:// are supported")
-    if parsed.drivername == "postgresql":
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    try:
-        return create_engine(parsed, pool_pre_ping=True)
-    except ModuleNotFoundError as exc:
-        raise LedgerError(
-            f"a PostgreSQL ledger needs psycopg: pip install 'hpcbridge[postgres]' ({exc})"
-        ) from exc
-
-
-def _sqlite_engine(url: str, database: str | None) -> Engine:
-    """WAL so reports read while a sync writes; a private (0600) file; writers queue, not fail.
-
-    Foreign keys are left unenforced, as SQLite's default: checking three per row halved the
-    ingest rate, and the ledger writes the rows they point to in the same transaction.
-    """
-    if database and database != ":memory:":
-        path = Path(database).expanduser()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
-        except OSError as exc:
-            raise LedgerError(f"cannot create the ledger file {path}: {exc.strerror}") from exc
-    engine = create_engine(url)
-
-    @event.listens_for(engine, "connect")
-    def _configure(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None  # transactions begin below, not in the driver
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=60000")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(connection: Connection) -> None:
-        # IMMEDIATE takes the write lock up front, so two writers wait for each other
-        # (busy_timeout) instead of one failing at once on a read-to-write upgrade.
-        read_only = connection.get_execution_options().get("ledger_read_only", False)
-        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
-
-    return engine

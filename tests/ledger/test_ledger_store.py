@@ -19,9 +19,10 @@ from sqlalchemy import func, select, text
 from hpcbridge import JobState
 from hpcbridge.errors import LedgerError
 from hpcbridge.jobs.records import AttemptRecord
+from hpcbridge.ledger.engine import default_ledger_url
 from hpcbridge.ledger.migrations import head_revision
 from hpcbridge.ledger.schema import Account, Allocation, Base, JobAttempt, User
-from hpcbridge.ledger.store import Ledger, default_ledger_url
+from hpcbridge.ledger.store import Ledger
 
 T0 = datetime(2026, 3, 31, 22, 0, tzinfo=UTC)
 
