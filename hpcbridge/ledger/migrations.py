@@ -40,7 +40,9 @@ def upgrade_schema(connection: Connection) -> None:
     transaction (Ledger.transaction, which also turns database errors into LedgerError)."""
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _UPGRADE_LOCK})
-    if current_revision(connection) != head_revision():
+    found = current_revision(connection)
+    if found != head_revision():
+        _refuse_newer(connection, found)
         command.upgrade(_config(connection), "head")
 
 
@@ -49,8 +51,24 @@ def check_current(connection: Connection) -> None:
     found = current_revision(connection)
     expected = head_revision()
     if found != expected:
-        url = connection.engine.url.render_as_string(hide_password=True)
+        _refuse_newer(connection, found)
         raise LedgerError(
-            f"ledger {url} is at schema version {found or 'none'}, this hpcbridge needs "
-            f"{expected}: run `hpcbridge ledger upgrade`"
+            f"ledger {_url(connection)} is at schema version {found or 'none'}, this hpcbridge "
+            f"needs {expected}: run `hpcbridge ledger upgrade`"
         )
+
+
+def _refuse_newer(connection: Connection, found: str | None) -> None:
+    """A ledger written by a newer hpcbridge cannot be upgraded, nor safely written, by this
+    one: say so, rather than Alembic's "Can't locate revision"."""
+    known = {script.revision for script in ScriptDirectory.from_config(_config()).walk_revisions()}
+    if found is not None and found not in known:
+        raise LedgerError(
+            f"ledger {_url(connection)} is at schema version {found}, newer than this "
+            f"hpcbridge knows (its newest is {head_revision()}): use the hpcbridge that wrote "
+            "it, or a newer one"
+        )
+
+
+def _url(connection: Connection) -> str:
+    return connection.engine.url.render_as_string(hide_password=True)

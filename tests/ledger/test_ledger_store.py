@@ -5,6 +5,7 @@ Each test runs on SQLite and on the real PostgreSQL server (the ``ledger_url`` f
 
 from __future__ import annotations
 
+import re
 import stat
 import time
 from dataclasses import replace
@@ -78,6 +79,17 @@ def test_opening_an_old_ledger_without_upgrading_says_how_to_upgrade(ledger_url:
     Ledger.open(ledger_url).close()
     with Ledger.open(ledger_url, upgrade=False) as ledger:  # now current: opens
         assert rows(ledger) == []
+
+
+def test_a_ledger_written_by_a_newer_hpcbridge_is_refused_naming_both_versions(
+    ledger_url: str,
+) -> None:
+    with Ledger.open(ledger_url) as ledger, ledger.transaction() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    newer = r"schema version 9999, newer than this hpcbridge knows \(its newest is "
+    for upgrade in (True, False):
+        with pytest.raises(LedgerError, match=newer + re.escape(f"{head_revision()})")):
+            Ledger.open(ledger_url, upgrade=upgrade)
 
 
 def test_upserting_the_same_attempts_twice_leaves_one_row_each(ledger: Ledger) -> None:
