@@ -22,7 +22,7 @@ BAD_TEXT = ["", "\x00", "x\ny", "../../etc/passwd", "é\u2028", "' OR 1=1 --", "
 BAD_NUMBERS = ["-1", "1e309", "nan", "x", "99999999999999999999"]
 BAD_DATES = ["0001-01-01", "9999-12-31", "1969-12-31", "2026-13-01", "yesterday"]
 BAD_LEDGERS = [
-    "sqlite:////nonexistent/dir/x.sqlite",
+    "sqlite:////dev/null/x.sqlite",  # not a folder, even for root (who may make /nonexistent)
     "not a url",
     "postgresql://nobody@127.0.0.1:1/x",
 ]
