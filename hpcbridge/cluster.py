@@ -13,7 +13,6 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from hpcbridge.errors import (
-    ConfigError,
     HpcBridgeError,
     JobNotFound,
     SchedulerError,
@@ -65,57 +64,6 @@ class ArrayBackend(Protocol):
         ...
 
 
-def make_transport(site: SiteConfig) -> Transport:
-    """How the site's scheduler commands are run: here, or on a login node over SSH."""
-    config = site.transport
-    if config.kind == "local":
-        from hpcbridge.transports.local import LocalTransport
-
-        return LocalTransport(config.command_timeout)
-    try:  # paramiko is an optional extra, and slow to import: only SSH sites load it
-        from hpcbridge.transports.ssh import SshTransport
-    except ModuleNotFoundError as exc:
-        if exc.name != "paramiko":
-            raise
-        raise ConfigError(
-            f"site {site.name} reaches its cluster over SSH, which needs paramiko: "
-            "pip install 'hpcbridge[ssh]'"
-        ) from exc
-    return SshTransport(config)
-
-
-def make_backend(site: SiteConfig, transport: Transport) -> Backend:
-    """The backend for the site's scheduler kind."""
-    if site.scheduler == "slurm" and site.slurm.driver == "rest":
-        try:  # httpx is an optional extra: only REST sites load it
-            from hpcbridge.backends.slurm.rest import SlurmRestBackend
-        except ModuleNotFoundError as exc:
-            if exc.name != "httpx":
-                raise
-            raise ConfigError(
-                f"site {site.name} talks to slurmrestd, which needs httpx: "
-                "pip install 'hpcbridge[rest]'"
-            ) from exc
-        return SlurmRestBackend(transport, site.slurm, attempts=site.submit_retries)
-    if site.scheduler == "slurm":
-        from hpcbridge.backends.slurm import SlurmBackend
-
-        return SlurmBackend(transport, attempts=site.submit_retries)
-    if site.scheduler == "pbs":
-        from hpcbridge.backends.pbs import PbsBackend
-
-        return PbsBackend(
-            transport,
-            json_output=site.pbs.json_output,
-            job_history=site.pbs.job_history,
-            gpu_type_resource=site.pbs.gpu_type_resource,
-            attempts=site.submit_retries,
-        )
-    from hpcbridge.backends.local.backend import LocalBackend
-
-    return LocalBackend(transport, state_dir=site.state_dir, max_running=site.local.max_running)
-
-
 class Cluster:
     """Submit, watch and steer jobs on one site."""
 
@@ -134,8 +82,16 @@ class Cluster:
         from hpcbridge.jobs.rendering import Renderer
 
         self.site = site
-        self.transport = transport or make_transport(site)
-        self.backend = backend or make_backend(site, self.transport)
+        if transport is None:
+            from hpcbridge.transports.factory import make_transport
+
+            transport = make_transport(site)
+        self.transport = transport
+        if backend is None:
+            from hpcbridge.backends.factory import make_backend
+
+            backend = make_backend(site, transport)
+        self.backend = backend
         self.renderer = Renderer(site.template_dir)
         self.shared_poll = _env_flag(_SHARED_POLL_ENV) if shared_poll is None else shared_poll
         self._ids_by_name: dict[str, str] = {}

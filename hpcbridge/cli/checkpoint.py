@@ -66,10 +66,10 @@ def checkpoint_history(directory: str, job_id: str, site: str, as_json: bool) ->
     """Each run of a job: how it ended, lost work and recovery time (Slurm sites)."""
     from hpcbridge.backends.slurm import cli
     from hpcbridge.backends.slurm.accounting import runs_from_sacct
-    from hpcbridge.cluster import make_transport
     from hpcbridge.errors import SchedulerError, SpecError
     from hpcbridge.jobs.checkpoint import attempt_history
     from hpcbridge.site import SiteConfig
+    from hpcbridge.transports.factory import make_transport
 
     config = SiteConfig.load(site)
     if config.scheduler != "slurm":

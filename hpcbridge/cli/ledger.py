@@ -134,10 +134,10 @@ def ledger_sync(
     failed and will be retried next time, or the failing error's own code when nothing
     could be read: 3 for PBS accounting logs this user may not read, 5 unreachable, 8 ledger.
     """
-    from hpcbridge.cluster import make_transport
     from hpcbridge.ledger.store import Ledger
     from hpcbridge.ledger.sync import SyncStatus, sources_for, sync
     from hpcbridge.site import SiteConfig
+    from hpcbridge.transports.factory import make_transport
 
     config = SiteConfig.load(site)
     name = config.cluster_name or config.name

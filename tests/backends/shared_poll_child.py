@@ -17,8 +17,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from hpcbridge import Cluster, CommandResult, SiteConfig
-from hpcbridge.cluster import make_transport
 from hpcbridge.transports.base import Transport
+from hpcbridge.transports.factory import make_transport
 
 
 class StampingTransport:
