@@ -18,6 +18,10 @@ venv or dependencies). It then:
      script hpcbridge renders, ``Cluster.submit``, psij ``JobExecutor.submit``, pysqa
      ``submit_job``, submitit ``SlurmExecutor.submit`` (submitit sleeps between
      submissions, its ``_throttling``: that is part of what it costs);
+   - one Python call's round trip, ``pow(2, 10)`` run as a job and its result read back:
+     raw ``sbatch --wrap`` of the interpreter writing a file, polled every 0.25 s (the
+     baseline), hpcbridge's ``Cluster.executor().submit(...).result()`` and submitit's
+     ``SlurmExecutor.submit(...).result()``; psij and pysqa run commands, not functions;
 3. measures each tool's import (``from hpcbridge import Cluster, JobSpec``, ``import psij``
    ...) as a fresh process against ``python -c pass`` of the same interpreter, interleaved;
 4. prints the medians with ratios against the raw commands, and cancels every job it made.
@@ -103,6 +107,21 @@ RAW = """
             return subprocess.run(argv, capture_output=True, text=True, env=env, check=True).stdout
         times, out = timed(call, reps)
         note = f"{len([l for l in out.splitlines() if l.strip()])} rows"
+    elif op == "call":
+        import pathlib, shlex, tempfile
+        made = Made()
+        def call():
+            out = pathlib.Path(tempfile.mkdtemp(dir=workdir), "out")  # new in every round
+            wrap = (f"{shlex.quote(sys.executable)} -c 'print(pow(2, 10))' > {out}.tmp"
+                    f" && mv {out}.tmp {out}")
+            done = subprocess.run(["sbatch", "--parsable", "--output=/dev/null", "--wrap", wrap],
+                                  capture_output=True, text=True, check=True)
+            made.append(done.stdout.strip())
+            while not out.exists():
+                time.sleep(0.25)
+            return int(out.read_text())
+        times, answer = timed(call, reps)
+        note = f"returned {answer}"
     else:
         script = open(workdir + "/raw.sh").read()
         made = Made()
@@ -122,6 +141,10 @@ HPCBRIDGE = """
         times, answer = timed(lambda: cluster.status(ids), reps)
         states = sorted({f"{i.state.value}{' held' if i.held else ''}" for i in answer.values()})
         note = f"{len(answer)} jobs: {', '.join(states)}"
+    elif op == "call":
+        with cluster.executor(root=workdir + "/hpcbridge-tasks") as pool:
+            times, answer = timed(lambda: pool.submit(pow, 2, 10).result(), reps)
+        note = f"returned {answer}"
     else:
         from datetime import datetime, timedelta
         begin = (datetime.now() + timedelta(days=1)).replace(microsecond=0)
@@ -190,6 +213,16 @@ SUBMITIT = """
             return {job_id: watcher.get_state(job_id, mode="cache") for job_id in ids}
         times, answer = timed(call, reps)
         note = f"{len(answer)} jobs: {', '.join(sorted(set(answer.values())))}"
+    elif op == "call":
+        executor = submitit.SlurmExecutor(folder=workdir + "/submitit-calls")
+        executor.update_parameters(partition="debug", time=10, job_name="bench-peers")
+        made = Made()
+        def call():
+            job = executor.submit(pow, 2, 10)
+            made.append(job.job_id)
+            return job.result()
+        times, answer = timed(call, reps)
+        note = f"returned {answer}"
     else:
         executor = submitit.SlurmExecutor(folder=workdir + "/submitit")
         executor.update_parameters(partition="debug", time=10, job_name="bench-peers",
@@ -205,6 +238,9 @@ PEERS = [
     ("pysqa", "pysqa==1.1.1", "from pysqa import QueueAdapter", PYSQA),
     ("submitit", "submitit==1.5.4", "import submitit", SUBMITIT),
 ]
+
+
+CALLERS = ("raw CLI", "hpcbridge", "submitit")  # the tools that run a Python call as a job
 
 
 def base_python() -> str:
@@ -309,10 +345,12 @@ def print_table(tools: Sequence[Tool], me_listing: Tool) -> None:
     raw = tools[0]
     status_base = statistics.median(raw.results["status"]) if raw.results.get("status") else None
     submit_base = statistics.median(raw.results["submit"]) if raw.results.get("submit") else None
+    call_base = statistics.median(raw.results["call"]) if raw.results.get("call") else None
     header = ["", *(t.name for t in tools)]
     rows = [
         ["status of the held jobs", *(cell(t, "status", status_base) for t in tools)],
         ["one submit", *(cell(t, "submit", submit_base) for t in tools)],
+        ["one call's round trip", *(cell(t, "call", call_base) for t in tools)],
         [
             "import vs `python -c pass`",
             "",
@@ -350,6 +388,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
     parser.add_argument("--reps", type=int, default=5, help="timed calls per driver process")
     parser.add_argument("--submit-reps", type=int, default=3, help="timed submits per round")
+    parser.add_argument("--call-reps", type=int, default=2, help="timed round trips per round")
     parser.add_argument("--import-runs", type=int, default=15, help="fresh processes per tool")
     args = parser.parse_args()
 
@@ -358,6 +397,10 @@ def main() -> None:
     tools += [Tool(name, requirement, line, driver) for name, requirement, line, driver in PEERS]
     for tool in tools[2:]:
         ensure_venv(tool)
+    calling = [tool for tool in tools if tool.name in CALLERS]
+    for tool in tools:
+        if tool not in calling:
+            tool.notes["call"] = "runs commands, not Python functions"
     me_listing = Tool("raw squeue --me", None, "", RAW)
 
     created: list[str] = []
@@ -380,6 +423,9 @@ def main() -> None:
                 run_driver(me_listing, "status-me", ids_file, args.reps, workdir)
                 for tool in measured:
                     run_driver(tool, "submit", ids_file, args.submit_reps, workdir)
+                for tool in measured:
+                    if tool in calling:
+                        run_driver(tool, "call", ids_file, args.call_reps, workdir)
             print("imports ...", flush=True)
             for tool in measured[1:]:
                 import_cost(tool, args.import_runs)
